@@ -1,0 +1,27 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mtnews-installed
+DEMO_DIR ?= runs/demo
+DEMO_DATA ?= $(DEMO_DIR)/data
+
+.PHONY: install test demo clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch is pinned first so pip picks the local CPU wheel instead of a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m mtnews demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,136 @@
+"""The EBNeRD file schemas (final public release) and up-front validation.
+
+`FULL` lists every official column with its official dtype; the synthetic generator writes exactly these.
+`REQUIRED` lists the columns mtnews reads, with the *kind* of dtype it accepts, so that real files with
+slightly different integer widths still load while a string where a list of ids belongs is rejected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from mtnews.errors import DataError
+
+BEHAVIORS: dict[str, pl.DataType] = {
+    "impression_id": pl.UInt32,
+    "article_id": pl.Int32,
+    "impression_time": pl.Datetime("us"),
+    "read_time": pl.Float32,
+    "scroll_percentage": pl.Float32,
+    "device_type": pl.Int8,
+    "article_ids_inview": pl.List(pl.Int32),
+    "article_ids_clicked": pl.List(pl.Int32),
+    "user_id": pl.UInt32,
+    "is_sso_user": pl.Boolean,
+    "gender": pl.Int8,
+    "postcode": pl.Int8,
+    "age": pl.Int8,
+    "is_subscriber": pl.Boolean,
+    "session_id": pl.UInt32,
+    "next_read_time": pl.Float32,
+    "next_scroll_percentage": pl.Float32,
+}
+
+# The test split has no clicks and flags the shared beyond-accuracy impressions.
+TEST_BEHAVIORS: dict[str, pl.DataType] = {
+    **{k: v for k, v in BEHAVIORS.items() if k not in ("article_ids_clicked", "next_read_time", "next_scroll_percentage")},
+    "is_beyond_accuracy": pl.Boolean,
+}
+
+HISTORY: dict[str, pl.DataType] = {
+    "user_id": pl.UInt32,
+    "impression_time_fixed": pl.List(pl.Datetime("us")),
+    "scroll_percentage_fixed": pl.List(pl.Float32),
+    "article_id_fixed": pl.List(pl.Int32),
+    "read_time_fixed": pl.List(pl.Float32),
+}
+
+ARTICLES: dict[str, pl.DataType] = {
+    "article_id": pl.Int32,
+    "title": pl.String,
+    "subtitle": pl.String,
+    "last_modified_time": pl.Datetime("us"),
+    "premium": pl.Boolean,
+    "body": pl.String,
+    "published_time": pl.Datetime("us"),
+    "image_ids": pl.List(pl.Int64),
+    "article_type": pl.String,
+    "url": pl.String,
+    "ner_clusters": pl.List(pl.String),
+    "entity_groups": pl.List(pl.String),
+    "topics": pl.List(pl.String),
+    "category": pl.Int16,
+    "subcategory": pl.List(pl.Int16),
+    "category_str": pl.String,
+    "total_inviews": pl.Int32,
+    "total_pageviews": pl.Int32,
+    "total_read_time": pl.Float32,
+    "sentiment_score": pl.Float32,
+    "sentiment_label": pl.String,
+}
+
+SENTIMENT_LABELS = ("Negative", "Neutral", "Positive")
+
+# Kinds of dtype accepted for the columns mtnews reads.
+INT = "integer"
+INT_LIST = "list of integers"
+STR = "string"
+STR_LIST = "list of strings"
+NUM = "number"
+
+REQUIRED_BEHAVIORS = {"impression_id": INT, "user_id": INT, "article_ids_inview": INT_LIST}
+REQUIRED_BEHAVIORS_LABELLED = {**REQUIRED_BEHAVIORS, "article_ids_clicked": INT_LIST}
+REQUIRED_HISTORY = {"user_id": INT, "article_id_fixed": INT_LIST}
+REQUIRED_ARTICLES = {"article_id": INT, "title": STR}
+# Read when present (the auxiliary-task labels); a wrong dtype is still an error.
+OPTIONAL_ARTICLES = {
+    "category": INT,
+    "category_str": STR,
+    "sentiment_label": STR,
+    "entity_groups": STR_LIST,
+    "published_time": "datetime",
+}
+
+
+def _kind_ok(dtype: pl.DataType, kind: str) -> bool:
+    if kind == INT:
+        return dtype.is_integer()
+    if kind == NUM:
+        return dtype.is_numeric()
+    if kind == STR:
+        return dtype in (pl.String, pl.Categorical) or isinstance(dtype, (pl.Categorical, pl.Enum))
+    if kind == "datetime":
+        return isinstance(dtype, pl.Datetime) or dtype == pl.Date
+    if kind in (INT_LIST, STR_LIST):
+        if not isinstance(dtype, (pl.List, pl.Array)):
+            return False
+        return _kind_ok(dtype.inner, INT if kind == INT_LIST else STR)
+    raise ValueError(kind)
+
+
+def read_schema(path: Path) -> pl.Schema:
+    """Read a parquet file's schema, turning every way it can be broken into one DataError."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes), expected a parquet file")
+    try:
+        return pl.scan_parquet(path).collect_schema()
+    except Exception as e:  # polars raises several types for truncated or non-parquet files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not a readable parquet file ({first})") from None
+
+
+def validate(path: Path, required: dict[str, str], optional: dict[str, str] | None = None) -> pl.Schema:
+    """Check `path` has every required column with an acceptable dtype; return its schema."""
+    schema = read_schema(path)
+    missing = [c for c in required if c not in schema]
+    if missing:
+        exp = ", ".join(f"'{c}' ({required[c]})" for c in missing)
+        raise DataError(f"{path}: missing column(s) {exp}")
+    for col, kind in {**required, **(optional or {})}.items():
+        if col in schema and not _kind_ok(schema[col], kind):
+            raise DataError(f"{path}: column '{col}' has dtype {schema[col]}, expected {kind}")
+    return schema

@@ -1,0 +1,124 @@
+"""The article table: article_id -> dense index, titles and auxiliary-task labels.
+
+Index 0 is padding and index 1 stands for every article id that the articles file does not know
+(counted and reported by `mtnews data check`); real articles start at 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mtnews.data import schema
+from mtnews.errors import DataError
+
+PAD = 0
+UNK = 1
+FIRST = 2
+IGNORE = -100  # torch's cross-entropy ignore_index, for pad/unknown/unlabelled articles
+
+
+@dataclass
+class ArticleTable:
+    article_ids: np.ndarray  # int64 [n]; -1 at PAD and UNK
+    titles: list[str]
+    category: np.ndarray  # int64 [n], class index or IGNORE
+    category_names: list[str]
+    sentiment: np.ndarray  # int64 [n], index into schema.SENTIMENT_LABELS or IGNORE
+    entities: np.ndarray  # float32 [n, G], multi-hot over the G most frequent entity groups
+    entity_names: list[str]
+    published_us: np.ndarray | None = None  # int64 microseconds since epoch, or None
+    path: Path | None = None
+    _sorted_ids: np.ndarray = field(init=False, repr=False)
+    _sorted_pos: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        real = self.article_ids[FIRST:]
+        order = np.argsort(real, kind="stable")
+        self._sorted_ids = real[order]
+        self._sorted_pos = (order + FIRST).astype(np.int32)
+
+    def __len__(self) -> int:
+        return len(self.article_ids)
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.category_names)
+
+    def index(self, ids: np.ndarray) -> np.ndarray:
+        """Map article ids to dense indices; unknown ids map to UNK. Vectorised binary search."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._sorted_ids) == 0:
+            return np.full(ids.shape, UNK, dtype=np.int32)
+        pos = np.searchsorted(self._sorted_ids, ids).clip(0, len(self._sorted_ids) - 1)
+        found = self._sorted_ids[pos] == ids
+        return np.where(found, self._sorted_pos[pos], UNK).astype(np.int32)
+
+
+def _class_index(values: pl.Series) -> tuple[np.ndarray, list]:
+    """Dense class ids for a label column (nulls -> IGNORE), classes sorted for reproducibility."""
+    classes = values.drop_nulls().unique().sort().to_list()
+    mapping = pl.DataFrame({"v": classes, "i": np.arange(len(classes), dtype=np.int64)}, schema={"v": values.dtype, "i": pl.Int64})
+    idx = pl.DataFrame({"v": values}).join(mapping, on="v", how="left", maintain_order="left")["i"]
+    return idx.fill_null(IGNORE).to_numpy().astype(np.int64), classes
+
+
+def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable:
+    path = Path(path)
+    sch = schema.validate(path, schema.REQUIRED_ARTICLES, schema.OPTIONAL_ARTICLES)
+    cols = ["article_id", "title"] + [c for c in schema.OPTIONAL_ARTICLES if c in sch]
+    df = pl.read_parquet(path, columns=cols)
+    if df["article_id"].null_count():
+        raise DataError(f"{path}: column 'article_id' has {df['article_id'].null_count()} null values, expected none")
+    dup = df.height - df["article_id"].n_unique()
+    if dup:
+        raise DataError(f"{path}: column 'article_id' has {dup} duplicate ids, expected unique ids")
+    n = df.height + FIRST
+
+    def with_pad(arr: np.ndarray, fill) -> np.ndarray:
+        return np.concatenate([np.full(FIRST, fill, dtype=arr.dtype), arr])
+
+    ids = with_pad(df["article_id"].cast(pl.Int64).to_numpy(), -1)
+    titles = ["", ""] + df["title"].cast(pl.String).fill_null("").to_list()
+
+    if "category_str" in df.columns or "category" in df.columns:
+        # Prefer the readable name, so class names in reports and the API are words.
+        label_col = "category_str" if "category_str" in df.columns else "category"
+        cat_idx, classes = _class_index(df[label_col])
+        category, category_names = with_pad(cat_idx, IGNORE), [str(c) for c in classes]
+    else:
+        category, category_names = np.full(n, IGNORE, dtype=np.int64), []
+
+    if "sentiment_label" in df.columns:
+        lab = pl.DataFrame({"v": list(schema.SENTIMENT_LABELS), "i": np.arange(3, dtype=np.int64)})
+        s = pl.DataFrame({"v": df["sentiment_label"].cast(pl.String)}).join(lab, on="v", how="left", maintain_order="left")["i"]
+        sentiment = with_pad(s.fill_null(IGNORE).to_numpy().astype(np.int64), IGNORE)
+    else:
+        sentiment = np.full(n, IGNORE, dtype=np.int64)
+
+    entities = np.zeros((n, 0), dtype=np.float32)
+    entity_names: list[str] = []
+    if "entity_groups" in df.columns and max_entity_groups > 0:
+        ex = (
+            df.select(pl.int_range(FIRST, n).alias("row"), pl.col("entity_groups").cast(pl.List(pl.String)))
+            .explode("entity_groups")
+            .drop_nulls()
+        )
+        top = ex["entity_groups"].value_counts(sort=True).head(max_entity_groups)
+        entity_names = sorted(top["entity_groups"].to_list())
+        if entity_names:
+            ex = ex.join(
+                pl.DataFrame({"entity_groups": entity_names, "g": np.arange(len(entity_names), dtype=np.int64)}),
+                on="entity_groups",
+            )
+            entities = np.zeros((n, len(entity_names)), dtype=np.float32)
+            entities[ex["row"].to_numpy(), ex["g"].to_numpy()] = 1.0
+
+    published = None
+    if "published_time" in df.columns:
+        published = with_pad(df["published_time"].cast(pl.Datetime("us")).cast(pl.Int64).fill_null(0).to_numpy(), 0)
+
+    return ArticleTable(ids, titles, category, category_names, sentiment, entities, entity_names, published, path)

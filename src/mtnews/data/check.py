@@ -1,0 +1,57 @@
+"""`mtnews data check`: validate a dataset and summarise it. Any invalid file raises DataError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mtnews.data import schema
+from mtnews.data.articles import load_articles
+from mtnews.data.behaviors import read_behaviors
+from mtnews.data.layout import available_splits, split_paths
+from mtnews.errors import DataError
+
+
+def _stats(x: np.ndarray) -> dict:
+    if len(x) == 0:
+        return {"min": 0, "median": 0.0, "mean": 0.0, "max": 0}
+    return {"min": int(x.min()), "median": float(np.median(x)), "mean": round(float(x.mean()), 2), "max": int(x.max())}
+
+
+def check_dataset(root: str | Path) -> dict:
+    root = Path(root)
+    splits = available_splits(root)
+    if not splits:
+        raise DataError(f"{root}: no split found, expected {root}/<train|validation|test>/behaviors.parquet")
+    articles = load_articles(split_paths(root, splits[0]).articles)
+    n_articles = len(articles) - 2
+    if n_articles == 0:
+        raise DataError(f"{articles.path}: no articles, expected at least one row")
+    report = {"root": str(root), "articles": n_articles, "categories": articles.num_categories, "splits": {}}
+    for split in splits:
+        paths = split_paths(root, split)
+        beh = read_behaviors(paths)
+        if beh.height == 0:
+            raise DataError(f"{paths.behaviors}: no rows, expected at least one impression")
+        schema.validate(paths.history, schema.REQUIRED_HISTORY)
+        hist = pl.read_parquet(paths.history, columns=["user_id", "article_id_fixed"])
+        inview = beh["article_ids_inview"].list.drop_nulls()
+        ids = [inview.explode().drop_nulls().to_numpy(), hist["article_id_fixed"].explode().drop_nulls().to_numpy()]
+        row = {
+            "impressions": beh.height,
+            "users": beh["user_id"].n_unique(),
+            "users_without_history": int((~beh["user_id"].cast(pl.Int64).is_in(hist["user_id"].cast(pl.Int64).implode())).sum()),
+            "inview_length": _stats(inview.list.len().fill_null(0).to_numpy()),
+            "history_length": _stats(hist["article_id_fixed"].list.len().fill_null(0).to_numpy()),
+            "empty_inview": int((inview.list.len().fill_null(0) == 0).sum()),
+        }
+        if paths.labelled:
+            clicked = beh["article_ids_clicked"].list.drop_nulls()
+            row["without_click"] = int((clicked.list.len().fill_null(0) == 0).sum())
+            ids.append(clicked.explode().drop_nulls().to_numpy())
+        all_ids = np.unique(np.concatenate(ids).astype(np.int64))
+        row["unknown_article_ids"] = int((articles.index(all_ids) == 1).sum())
+        report["splits"][split] = row
+    return report

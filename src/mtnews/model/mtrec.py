@@ -1,0 +1,146 @@
+"""MTRec: a BERT title encoder shared by the main ranking task and the auxiliary classification tasks.
+
+news vector r  = BERT(title)[CLS] (last layer)
+user vector r_u = AdditiveAttention(r_1..r_H)
+score s        = r_u · r_c
+main loss      = softmax cross-entropy over 1 clicked + K non-clicked candidates (NCE)
+aux losses     = category / sentiment cross-entropy (and optional multi-label NER) on history articles
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtnews.config import Config
+from mtnews.model.user_encoder import AdditiveAttention
+
+N_SENTIMENTS = 3
+
+
+@dataclass
+class Batch:
+    """One training batch in deduplicated form: each unique article appears once in `input_ids`.
+
+    `hist_pos`/`cand_pos` index rows of [zeros; news vectors], so position 0 is padding.
+    """
+
+    input_ids: torch.Tensor  # [U, L]
+    attention_mask: torch.Tensor  # [U, L]
+    hist_pos: torch.Tensor  # [B, H]
+    cand_pos: torch.Tensor  # [B, 1+K], column 0 is the clicked article
+    aux_weight: torch.Tensor  # [U] how many labelled slots each unique article fills (history, optionally candidates)
+    category: torch.Tensor  # [U] class index or -100
+    sentiment: torch.Tensor  # [U]
+    entities: torch.Tensor  # [U, G]
+
+    def to(self, device) -> "Batch":
+        return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    @property
+    def size(self) -> int:
+        return self.hist_pos.shape[0]
+
+
+def freeze_lower_layers(bert: nn.Module, n: int) -> None:
+    if n <= 0:
+        return
+    for p in bert.embeddings.parameters():
+        p.requires_grad_(False)
+    for layer in bert.encoder.layer[:n]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+
+
+class MTRec(nn.Module):
+    def __init__(self, bert: nn.Module, cfg: Config, num_categories: int, num_entities: int):
+        super().__init__()
+        dim = bert.config.hidden_size
+        lora = cfg.model.lora
+        if lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            for p in bert.parameters():
+                p.requires_grad_(False)
+            bert = get_peft_model(
+                bert,
+                LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                           target_modules=list(lora.target_modules), bias="none"),
+            )
+        else:
+            freeze_lower_layers(bert, cfg.model.freeze_layers)
+        self.bert = bert
+        self.user_encoder = AdditiveAttention(dim)
+        # Heads exist only for active tasks, so every parameter gets a gradient (DDP requires it).
+        t = cfg.tasks
+        self.category_head = nn.Linear(dim, num_categories) if num_categories and t.category > 0 else None
+        self.sentiment_head = nn.Linear(dim, N_SENTIMENTS) if t.sentiment > 0 else None
+        self.ner_head = nn.Linear(dim, num_entities) if num_entities and t.ner > 0 else None
+        self.dim = dim
+        self.cfg = cfg
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(unique news vectors [U, D], each task's loss) for a training batch."""
+        news = self.encode_news(batch.input_ids, batch.attention_mask)
+        return news, task_losses(self, news, batch, self.cfg)
+
+    def encode_news(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state[:, 0]
+
+    def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]."""
+        table = torch.cat([news.new_zeros(1, news.shape[1]), news])
+        user = self.user_encoder(table[hist_pos], hist_pos > 0)
+        return torch.einsum("bd,bcd->bc", user, table[cand_pos])
+
+    # --- parameter groups used by gradient surgery -------------------------------------------------
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters every task's loss reaches: the news encoder's."""
+        return [p for p in self.bert.parameters() if p.requires_grad]
+
+    def head_parameters(self) -> dict[str, list[nn.Parameter]]:
+        heads = {"main": list(self.user_encoder.parameters()), "category": [], "sentiment": [], "ner": []}
+        if self.category_head is not None:
+            heads["category"] = list(self.category_head.parameters())
+        if self.sentiment_head is not None:
+            heads["sentiment"] = list(self.sentiment_head.parameters())
+        if self.ner_head is not None:
+            heads["ner"] = list(self.ner_head.parameters())
+        return heads
+
+
+def _weighted_mean(per_article: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    total = weight.sum()
+    return (per_article * weight).sum() / total.clamp_min(1.0)
+
+
+def task_losses(model: MTRec, news: torch.Tensor, batch: Batch, cfg: Config) -> dict[str, torch.Tensor]:
+    """Each task's unweighted loss from the batch's unique news vectors. Absent tasks are omitted.
+
+    Auxiliary losses average over labelled history slots (as the seed does): a unique article counts once
+    per slot it fills, which is the same as a per-slot mean without materialising per-slot logits.
+    """
+    scores = model.score(news, batch.hist_pos, batch.cand_pos)
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    losses = {"main": F.cross_entropy(scores.float(), target)}
+    tasks = cfg.tasks
+    if tasks.category > 0 and model.category_head is not None:
+        w = batch.aux_weight * (batch.category >= 0)
+        ce = F.cross_entropy(model.category_head(news).float(), batch.category.clamp_min(0), reduction="none")
+        losses["category"] = _weighted_mean(ce, w)
+    if tasks.sentiment > 0 and model.sentiment_head is not None:
+        w = batch.aux_weight * (batch.sentiment >= 0)
+        ce = F.cross_entropy(model.sentiment_head(news).float(), batch.sentiment.clamp_min(0), reduction="none")
+        losses["sentiment"] = _weighted_mean(ce, w)
+    if tasks.ner > 0 and model.ner_head is not None:
+        bce = F.binary_cross_entropy_with_logits(model.ner_head(news).float(), batch.entities, reduction="none").mean(1)
+        losses["ner"] = _weighted_mean(bce, batch.aux_weight)
+    return losses
+
+
+def task_weights(cfg: Config) -> dict[str, float]:
+    return {"main": 1.0, "category": cfg.tasks.category, "sentiment": cfg.tasks.sentiment, "ner": cfg.tasks.ner}

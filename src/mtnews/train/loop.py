@@ -1,0 +1,245 @@
+"""The training loop: data, model, optimizer, surgery steps, validation, logs, checkpoints, exact resume.
+
+Batching across ranks: one optimizer step consumes a *global* batch of batch_size x grad_accum x world
+samples from a permutation seeded by (seed, epoch). Micro-batch m of rank r takes slice m*world + r, so
+one process with grad_accum=2 and two processes with grad_accum=1 see exactly the same samples per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtnews.config import Config, load_config
+from mtnews.data.articles import load_articles
+from mtnews.data.dataset import Split, load_split
+from mtnews.data.layout import available_splits, split_paths
+from mtnews.errors import MtnewsError
+from mtnews.evaluate.metrics import ranking_metrics
+from mtnews.evaluate.model_scorer import score_split
+from mtnews.io import atomic_dir, atomic_write_text
+from mtnews.model.build import WEIGHTS, build_model, save_weights
+from mtnews.model.tokens import tokenize_titles
+from mtnews.train.batching import BatchBuilder
+from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
+                                     save_checkpoint, set_rng_state)
+from mtnews.train.logs import CsvLog
+from mtnews.train.step import GradientEngine
+
+METRIC_FIELDS = ["step", "epoch", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
+                 "cosine", "projected", "lr", "samples_per_s", "grad_norm"]
+EVAL_FIELDS = ["step", "auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped", "seconds"]
+
+
+def make_accelerator(cfg: Config):
+    from accelerate import Accelerator
+
+    want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise MtnewsError("train.device: 'cuda' was asked for but no CUDA device is available")
+    return Accelerator(cpu=not want_cuda, mixed_precision="bf16" if want_cuda else "no")
+
+
+@dataclass
+class EpochPlan:
+    """Which samples each step of an epoch uses; rebuilt deterministically from (seed, epoch)."""
+
+    epoch: int
+    builder: BatchBuilder
+    order: np.ndarray
+
+
+class Trainer:
+    def __init__(self, cfg: Config, data: str | Path, out: str | Path, resume: bool = False, progress: bool = True):
+        from accelerate.utils import set_seed
+
+        self.data, self.out = Path(data), Path(out)
+        self.acc = make_accelerator(cfg)
+        self.main = self.acc.is_main_process
+        latest = checkpoint_dirs(self.out)[-1] if self.out.exists() and checkpoint_dirs(self.out) else None
+        if latest is not None and not resume:
+            raise MtnewsError(f"{self.out}: already holds checkpoints; pass --resume to continue it, or choose a new --out")
+        if resume and (self.out / "config.yaml").is_file():
+            cfg = load_config(self.out / "config.yaml")  # exact resume uses the run's own config
+        self.cfg, self.progress, self.resume_from = cfg, progress, latest if resume else None
+        t = cfg.train
+        set_seed(t.seed)
+
+        paths = split_paths(self.data, "train")
+        self.articles = load_articles(paths.articles, max_entity_groups=cfg.model.ner_groups)
+        self.train_split = load_split(self.data, "train", cfg.data.history_size, self.articles)
+        self.val_split: Split | None = None
+        if "validation" in available_splits(self.data):
+            self.val_split = load_split(self.data, "validation", cfg.data.history_size, self.articles)
+        self.model, tokenizer = build_model(cfg, self.articles)
+        self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
+
+        self.world = self.acc.num_processes
+        self.micro = t.batch_size
+        self.global_batch = t.batch_size * t.grad_accum * self.world
+        n = len(self.train_split.train_samples(cfg.data.npratio, t.seed))
+        self.steps_per_epoch = n // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise MtnewsError(f"{paths.behaviors}: {n} training samples, fewer than one global batch "
+                              f"({self.global_batch} = batch_size x grad_accum x processes)")
+        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+
+        from transformers import get_linear_schedule_with_warmup
+
+        heads = [p for ps in self.model.head_parameters().values() for p in ps]
+        shared = self.model.shared_parameters()
+        self.optimizer = torch.optim.AdamW(
+            [{"params": shared, "lr": t.lr}, {"params": heads, "lr": t.head_lr}], weight_decay=t.weight_decay
+        )
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(t.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.ddp_model = self.acc.prepare(self.model)
+        self.engine = GradientEngine(self.ddp_model, self.model, self.acc, t.seed)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.metrics_log = CsvLog(self.out / "metrics.csv", METRIC_FIELDS)
+        self.eval_log = CsvLog(self.out / "eval.csv", EVAL_FIELDS)
+        self.step, self.best_auc = 0, -math.inf
+        self._plan: EpochPlan | None = None
+        self._val_imps = None
+
+    # --- data ------------------------------------------------------------------------------------
+    def _epoch_plan(self, epoch: int) -> EpochPlan:
+        if self._plan is None or self._plan.epoch != epoch:
+            seed = self.cfg.train.seed
+            samples = self.train_split.train_samples(self.cfg.data.npratio, seed + epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(len(samples))
+            builder = BatchBuilder(samples, self.train_split.histories, self.articles, self.tokens,
+                                   aux_on_candidates=self.cfg.tasks.on_candidates)
+            self._plan = EpochPlan(epoch, builder, order)
+        return self._plan
+
+    def _micro_batches(self, step: int) -> list:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        plan = self._epoch_plan(epoch)
+        g = plan.order[pos * self.global_batch : (pos + 1) * self.global_batch]
+        rank = self.acc.process_index
+        out = []
+        for m in range(self.cfg.train.grad_accum):
+            k = m * self.world + rank
+            out.append(plan.builder(g[k * self.micro : (k + 1) * self.micro]).to(self.acc.device))
+        return out
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def evaluate(self) -> dict | None:
+        if self.val_split is None:
+            return None
+        if self._val_imps is None:
+            imps = self.val_split.eval_impressions()
+            k = self.cfg.data.eval_impressions
+            self._val_imps = imps.slice(0, min(k, len(imps))) if k else imps
+        t0 = time.perf_counter()
+        imps = self._val_imps
+        scores = score_split(self.model, self.tokens, self.val_split.histories, imps, self.acc.device,
+                             self.cfg.data.eval_chunk)
+        m = ranking_metrics(imps.labels, scores, offsets=imps.offsets)
+        m["seconds"] = round(time.perf_counter() - t0, 3)
+        return m
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        rngs = [rng_state(self.engine.generator)]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if self.main:
+            state = {"step": self.step, "best_auc": self.best_auc, "world_size": self.world,
+                     "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+            save_checkpoint(self.out / "checkpoints" / f"step-{self.step}", self.model, self.optimizer,
+                            self.scheduler, rngs, state)
+            prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def _restore(self) -> None:
+        state, rng = load_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler,
+                                     self.acc.process_index)
+        set_rng_state(rng, self.engine.generator)
+        self.step, self.best_auc = int(state["step"]), float(state["best_auc"])
+
+    def _save_weights(self, name: str) -> None:
+        with atomic_dir(self.out / name) as tmp:
+            save_weights(self.model, tmp / WEIGHTS)
+            (tmp / "step.json").write_text(json.dumps({"step": self.step, "best_auc": self.best_auc}))
+
+    # --- the loop --------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+        if self.resume_from is not None:
+            self._restore()
+        if self.main:
+            self.metrics_log.truncate_after(self.step)
+            self.eval_log.truncate_after(self.step)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.progress and self.main),
+                   desc="train", unit="step", dynamic_ncols=True)
+        last_eval = None
+        t_start = time.perf_counter()
+        while self.step < self.total_steps:
+            t0 = time.perf_counter()
+            self.ddp_model.train()
+            batches = self._micro_batches(self.step)
+            stats = self.engine.step(batches)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm) if t.max_grad_norm > 0 else torch.tensor(0.0)
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            sps = self.global_batch / (time.perf_counter() - t0)
+            if self.main:
+                losses = stats.losses
+                total = sum(self.engine.weights[k] * v for k, v in losses.items())
+                row = {"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "loss": total,
+                       **{f"loss_{k}": v for k, v in losses.items()}, "cosine": stats.cosine,
+                       "projected": stats.projected, "lr": lr, "samples_per_s": round(sps, 2),
+                       "grad_norm": float(grad_norm)}
+                self.metrics_log.append(row)
+                bar.set_postfix(loss=f"{total:.4f}", sps=f"{sps:.1f}")
+                bar.update(1)
+            done = self.step == self.total_steps
+            if (t.eval_every and self.step % t.eval_every == 0) or done:
+                if self.main:
+                    last_eval = self.evaluate()
+                    if last_eval is not None:
+                        self.eval_log.append({"step": self.step, **last_eval})
+                        bar.write(f"step {self.step}: validation auc {last_eval['auc']:.4f} "
+                                  f"mrr {last_eval['mrr']:.4f} ndcg@10 {last_eval['ndcg@10']:.4f}")
+                        if last_eval["auc"] > self.best_auc:
+                            self.best_auc = last_eval["auc"]
+                            self._save_weights("best")
+                self.acc.wait_for_everyone()
+            if self.step % t.checkpoint_every == 0 or done:
+                self._save()
+        bar.close()
+        if self.main:
+            self._save_weights("final")
+            if self.val_split is None and not (self.out / "best").exists():
+                self._save_weights("best")
+        self.acc.wait_for_everyone()
+        summary = {"steps": self.step, "best_auc": self.best_auc, "final_eval": last_eval,
+                   "seconds": round(time.perf_counter() - t_start, 1), "world_size": self.world}
+        if self.main:
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=float))
+        return summary
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    return Trainer(cfg, data, out, resume=resume, progress=progress).fit()

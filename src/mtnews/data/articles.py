@@ -70,7 +70,7 @@ def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable
     path = Path(path)
     sch = schema.validate(path, schema.REQUIRED_ARTICLES, schema.OPTIONAL_ARTICLES)
     cols = ["article_id", "title"] + [c for c in schema.OPTIONAL_ARTICLES if c in sch]
-    df = pl.read_parquet(path, columns=cols)
+    df = schema.read_frame(path, cols)
     if df["article_id"].null_count():
         raise DataError(f"{path}: column 'article_id' has {df['article_id'].null_count()} null values, expected none")
     dup = df.height - df["article_id"].n_unique()
@@ -107,7 +107,9 @@ def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable
             .explode("entity_groups")
             .drop_nulls()
         )
-        top = ex["entity_groups"].value_counts(sort=True).head(max_entity_groups)
+        # Ties broken by name, so the label space depends on the articles, not on their row order.
+        counts = ex["entity_groups"].value_counts(name="n")
+        top = counts.sort(["n", "entity_groups"], descending=[True, False]).head(max_entity_groups)
         entity_names = sorted(top["entity_groups"].to_list())
         if entity_names:
             ex = ex.join(

@@ -31,7 +31,7 @@ def _check(df: pl.DataFrame, paths: SplitPaths) -> pl.DataFrame:
 
 def read_behaviors(paths: SplitPaths, extra: tuple[str, ...] = ()) -> pl.DataFrame:
     cols = _columns(paths, extra)
-    return _check(pl.read_parquet(paths.behaviors, columns=cols), paths)
+    return _check(schema.read_frame(paths.behaviors, cols), paths)
 
 
 def iter_behaviors(paths: SplitPaths, chunk_rows: int, extra: tuple[str, ...] = ()) -> Iterator[pl.DataFrame]:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtnews.data import schema
 from mtnews.data.articles import load_articles
 from mtnews.data.behaviors import read_behaviors
-from mtnews.data.layout import available_splits, split_paths
+from mtnews.data.history import read_history
+from mtnews.data.layout import SPLITS, split_paths
 from mtnews.errors import DataError
 
 
@@ -22,7 +22,10 @@ def _stats(x: np.ndarray) -> dict:
 
 def check_dataset(root: str | Path) -> dict:
     root = Path(root)
-    splits = available_splits(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    # Every split folder present is checked, so one missing its behaviors.parquet is an error, not skipped.
+    splits = [s for s in SPLITS if (root / s).is_dir()]
     if not splits:
         raise DataError(f"{root}: no split found, expected {root}/<train|validation|test>/behaviors.parquet")
     articles = load_articles(split_paths(root, splits[0]).articles)
@@ -35,16 +38,17 @@ def check_dataset(root: str | Path) -> dict:
         beh = read_behaviors(paths)
         if beh.height == 0:
             raise DataError(f"{paths.behaviors}: no rows, expected at least one impression")
-        schema.validate(paths.history, schema.REQUIRED_HISTORY)
-        hist = pl.read_parquet(paths.history, columns=["user_id", "article_id_fixed"])
+        hist = read_history(paths.history)
+        hist_len = hist["article_id_fixed"].list.drop_nulls().list.len().fill_null(0).to_numpy()
+        no_history = ~beh["user_id"].cast(pl.Int64).is_in(hist["user_id"].cast(pl.Int64).implode())
         inview = beh["article_ids_inview"].list.drop_nulls()
         ids = [inview.explode().drop_nulls().to_numpy(), hist["article_id_fixed"].explode().drop_nulls().to_numpy()]
         row = {
             "impressions": beh.height,
             "users": beh["user_id"].n_unique(),
-            "users_without_history": int((~beh["user_id"].cast(pl.Int64).is_in(hist["user_id"].cast(pl.Int64).implode())).sum()),
+            "users_without_history": beh["user_id"].filter(no_history).n_unique(),
             "inview_length": _stats(inview.list.len().fill_null(0).to_numpy()),
-            "history_length": _stats(hist["article_id_fixed"].list.len().fill_null(0).to_numpy()),
+            "history_length": _stats(hist_len),
             "empty_inview": int((inview.list.len().fill_null(0) == 0).sum()),
         }
         if paths.labelled:

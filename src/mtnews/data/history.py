@@ -51,15 +51,21 @@ def left_pad(flat: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def load_histories(path: str | Path, articles: ArticleTable, history_size: int) -> UserHistories:
+def read_history(path: str | Path) -> pl.DataFrame:
+    """Validated `user_id`, `article_id_fixed` of history.parquet: one row per user, no null users."""
     path = Path(path)
     schema.validate(path, schema.REQUIRED_HISTORY)
-    df = pl.read_parquet(path, columns=["user_id", "article_id_fixed"])
+    df = schema.read_frame(path, ["user_id", "article_id_fixed"])
     if df["user_id"].null_count():
         raise DataError(f"{path}: column 'user_id' has null values, expected none")
     dup = df.height - df["user_id"].n_unique()
     if dup:
         raise DataError(f"{path}: column 'user_id' has {dup} duplicate users, expected one row per user")
+    return df
+
+
+def load_histories(path: str | Path, articles: ArticleTable, history_size: int) -> UserHistories:
+    df = read_history(path)
     # The list is in time order, so the last H clicks are the most recent ones.
     df = df.select(
         pl.col("user_id").cast(pl.Int64),

@@ -117,10 +117,22 @@ def read_schema(path: Path) -> pl.Schema:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes), expected a parquet file")
     try:
-        return pl.scan_parquet(path).collect_schema()
+        # glob=False: a folder named like `data[1]` is a path, not a pattern.
+        return pl.scan_parquet(path, glob=False).collect_schema()
     except Exception as e:  # polars raises several types for truncated or non-parquet files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: not a readable parquet file ({first})") from None
+        raise DataError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
+    """Read `columns` of a parquet file whose schema was validated; a corrupt data page is a DataError too."""
+    try:
+        return pl.read_parquet(path, columns=columns, glob=False)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
 
 
 def validate(path: Path, required: dict[str, str], optional: dict[str, str] | None = None) -> pl.Schema:

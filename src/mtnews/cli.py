@@ -15,6 +15,8 @@ from mtnews.errors import MtnewsError
 # Modules exposing `register(subparsers)`. Imports inside handlers stay lazy so `mtnews --help` is fast.
 COMMAND_MODULES = [
     "mtnews.data.commands",
+    "mtnews.evaluate.commands",
+    "mtnews.train.commands",
 ]
 
 

@@ -28,7 +28,9 @@ def resolve_pretrained(name: str) -> str:
 def load_backbone(name: str):
     """(AutoModel, AutoTokenizer) for `name`, with one clear error when it cannot be found."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own bars and logs say what is happening
     path = resolve_pretrained(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

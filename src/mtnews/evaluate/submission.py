@@ -39,6 +39,9 @@ MEMBER = "predictions.txt"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ZIP_ATTR = 0o644 << 16
 _COPY_BLOCK = 1 << 20
+# Deflate level 4: on ranked-digit text, level 6 (zlib's default) is ~6x slower for a ~7% smaller zip,
+# and level 1 saves little more time than 4 for a ~12% larger zip.
+DEFAULT_COMPRESSLEVEL = 4
 _LINE_PATTERN = r"^\d+ \[\d+(?:,\d+)*\]$"
 
 
@@ -98,8 +101,11 @@ class PredictionWriter:
     independent of how the data was chunked, so a resumed run reproduces the zip exactly.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> None:
+        if not 0 <= compresslevel <= 9:
+            raise ValueError(f"compresslevel must be 0..9, got {compresslevel}")
         self.path = Path(path)
+        self.compresslevel = compresslevel
         self.impressions_written = 0
         self._txt: Path | None = None
         self._fh = None
@@ -144,7 +150,7 @@ class PredictionWriter:
         try:
             self._fh.close()
             with atomic_path(self.path, suffix=".zip") as tmp_zip:
-                _zip_text(self._txt, tmp_zip)
+                _zip_text(self._txt, tmp_zip, self.compresslevel)
         finally:
             self._cleanup()
         return self.path
@@ -162,9 +168,14 @@ class PredictionWriter:
             self._txt.unlink(missing_ok=True)
 
 
-def _zip_text(txt: Path, zip_path: Path) -> None:
+def _zip_text(txt: Path, zip_path: Path, compresslevel: int) -> None:
     info = zipfile.ZipInfo(MEMBER, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
+    # ZipFile.open(info, "w") takes the level from the ZipInfo; the attribute became public in 3.13.
+    if hasattr(info, "compress_level"):
+        info.compress_level = compresslevel
+    else:
+        info._compresslevel = compresslevel
     info.external_attr = _ZIP_ATTR
     info.create_system = 3  # Unix; the default depends on the platform writing the file.
     # A known size lets zipfile decide on ZIP64 by itself instead of always forcing it.
@@ -174,7 +185,11 @@ def _zip_text(txt: Path, zip_path: Path) -> None:
 
 
 def write_predictions(
-    impression_ids: ArrayLike, scores: ArrayLike, path: str | os.PathLike, offsets: ArrayLike | None = None
+    impression_ids: ArrayLike,
+    scores: ArrayLike,
+    path: str | os.PathLike,
+    offsets: ArrayLike | None = None,
+    compresslevel: int = DEFAULT_COMPRESSLEVEL,
 ) -> Path:
     """Write a complete submission zip in one call; see :class:`PredictionWriter` for the guarantees.
 
@@ -183,11 +198,12 @@ def write_predictions(
         scores: one 1-D array per impression, or a flat array with ``offsets`` (length n_impressions + 1).
         path: the zip to create, e.g. ``predictions.zip``.
         offsets: CSR offsets for flat ``scores``, else None.
+        compresslevel: deflate level; the zip's bytes depend on it, so keep it fixed across resumed runs.
 
     Raises:
         ValueError: mismatched ids/impressions, empty impressions or non-finite scores.
     """
-    with PredictionWriter(path) as writer:
+    with PredictionWriter(path, compresslevel) as writer:
         writer.write_chunk(impression_ids, scores, offsets)
     return Path(path)
 

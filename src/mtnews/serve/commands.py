@@ -1,0 +1,67 @@
+"""`mtnews serve`: a trained run behind an HTTP API (FastAPI + uvicorn), with a small demo page at `/`."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MAX_LIST = 512
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_CACHE_SIZE = 10_000
+DEFAULT_RECENT = 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="serve a trained run over HTTP (POST /v1/rank, /v1/users/{id}/recommend; docs at /docs)",
+        description="Load a training run, encode every article of the dataset once, and answer ranking "
+        "requests over HTTP. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    s.add_argument("--run", required=True, help="training run directory")
+    s.add_argument("--data", required=True, help="dataset root folder (articles.parquet, <split>/history.parquet)")
+    s.add_argument("--split", default="validation", choices=("train", "validation", "test"),
+                   help="split whose history.parquet gives the known users (default: validation)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000; 0 = any free port)")
+    s.add_argument("--max-list", type=int, default=DEFAULT_MAX_LIST,
+                   help=f"most ids in one history/candidates/articles list (default: {DEFAULT_MAX_LIST})")
+    s.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"largest accepted request body (default: {DEFAULT_MAX_BODY_BYTES})")
+    s.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE,
+                   help=f"vectors of request-supplied titles kept in an LRU cache (default: {DEFAULT_CACHE_SIZE}; 0 = off)")
+    s.add_argument("--recent", type=int, default=DEFAULT_RECENT,
+                   help=f"default candidates of /recommend: the N most recently published articles (default: {DEFAULT_RECENT})")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mtnews.errors import ConfigError
+    from mtnews.serve.app import create_app
+    from mtnews.serve.engine import Recommender
+    from mtnews.serve.server import bind_socket, serve_forever
+
+    # Checked before the (slow) model load, so a typo fails in milliseconds.
+    for name, value, low in (("--max-list", args.max_list, 1), ("--max-body-bytes", args.max_body_bytes, 1),
+                             ("--cache-size", args.cache_size, 0), ("--recent", args.recent, 1)):
+        if value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    sock = bind_socket(args.host, args.port)  # fails fast (port in use) before the model is loaded
+    try:
+        print(f"loading {args.run} and encoding the articles of {args.data} ...", flush=True)
+        engine = Recommender.from_run(args.run, args.data, args.split, device=args.device,
+                                      cache_size=args.cache_size, recent=args.recent)
+        app = create_app(engine, max_list=args.max_list, max_body_bytes=args.max_body_bytes)
+        host, port = sock.getsockname()[:2]
+        print(f"{engine.describe()}\nserving on http://{_url_host(host)}:{port}/ (API docs at /docs)", flush=True)
+        serve_forever(app, sock, log_level=args.log_level)
+    finally:
+        sock.close()
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -72,6 +72,11 @@ class MTRec(nn.Module):
             )
         else:
             freeze_lower_layers(bert, cfg.model.freeze_layers)
+            # The news vector is the last layer's [CLS] state, so BERT's pooler never reaches a loss.
+            # Left trainable, DDP fails on the next step waiting for its gradient ("Expected to have
+            # finished reduction in the prior iteration"), and AdamW would decay weights nothing uses.
+            if getattr(bert, "pooler", None) is not None:
+                bert.pooler.requires_grad_(False)
         self.bert = bert
         self.user_encoder = AdditiveAttention(dim)
         # Heads exist only for active tasks, so every parameter gets a gradient (DDP requires it).

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +31,27 @@ from mtnews.train.batching import BatchBuilder
 from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
                                      save_checkpoint, set_rng_state)
 from mtnews.train.logs import CsvLog
-from mtnews.train.step import GradientEngine
+from mtnews.train.step import GradientEngine, StepStats
 
 METRIC_FIELDS = ["step", "epoch", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
                  "cosine", "projected", "lr", "samples_per_s", "grad_norm"]
 EVAL_FIELDS = ["step", "auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped", "seconds"]
 
 
+# Validation and checkpoints run on rank 0 while the other ranks wait in a barrier. NCCL's default 10
+# minute collective timeout would abort them during a long validation pass, so allow much longer.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
 def make_accelerator(cfg: Config):
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise MtnewsError("train.device: 'cuda' was asked for but no CUDA device is available")
-    return Accelerator(cpu=not want_cuda, mixed_precision="bf16" if want_cuda else "no")
+    return Accelerator(cpu=not want_cuda, mixed_precision="bf16" if want_cuda else "no",
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)])
 
 
 @dataclass
@@ -101,6 +109,9 @@ class Trainer:
             self.optimizer, int(t.warmup_ratio * self.total_steps), self.total_steps
         )
         self.ddp_model = self.acc.prepare(self.model)
+        # Every rank built identical weights from the shared seed (and DDP broadcast rank 0's anyway); from
+        # here on each rank draws its own dropout masks, as its micro-batches hold different samples.
+        set_seed(t.seed, device_specific=True)
         self.engine = GradientEngine(self.ddp_model, self.model, self.acc, t.seed)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.metrics_log = CsvLog(self.out / "metrics.csv", METRIC_FIELDS)
@@ -167,6 +178,12 @@ class Trainer:
     def _restore(self) -> None:
         state, rng = load_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler,
                                      self.acc.process_index)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world:
+            # The global batch (batch_size x grad_accum x processes) fixes which samples every step uses,
+            # so a different process count would silently replay or skip data and shift the LR schedule.
+            raise MtnewsError(f"{self.resume_from}: written by {saved_world} process(es), resumed with {self.world}; "
+                              f"resume with the same number of processes")
         set_rng_state(rng, self.engine.generator)
         self.step, self.best_auc = int(state["step"]), float(state["best_auc"])
 
@@ -175,8 +192,24 @@ class Trainer:
             save_weights(self.model, tmp / WEIGHTS)
             (tmp / "step.json").write_text(json.dumps({"step": self.step, "best_auc": self.best_auc}))
 
+    def _global_stats(self, stats: StepStats) -> StepStats:
+        """The step's losses, cosine and projected share averaged over ranks, as one process would log them.
+
+        Every rank holds the same number of micro-batches, so the mean of the rank means is the global mean.
+        """
+        if self.world == 1:
+            return stats
+        keys = list(stats.losses)
+        local = torch.tensor([stats.losses[k] for k in keys] + [stats.cosine, stats.projected],
+                             dtype=torch.float64, device=self.acc.device)
+        vals = self.acc.reduce(local, reduction="mean").tolist()
+        stats.losses = dict(zip(keys, vals[: len(keys)]))
+        stats.cosine, stats.projected = vals[len(keys)], vals[len(keys) + 1]
+        return stats
+
     # --- the loop --------------------------------------------------------------------------------
     def fit(self) -> dict:
+        from accelerate.utils import broadcast_object_list
         from tqdm.auto import tqdm
 
         t = self.cfg.train
@@ -196,7 +229,7 @@ class Trainer:
             t0 = time.perf_counter()
             self.ddp_model.train()
             batches = self._micro_batches(self.step)
-            stats = self.engine.step(batches)
+            stats = self._global_stats(self.engine.step(batches))
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm) if t.max_grad_norm > 0 else torch.tensor(0.0)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
@@ -225,7 +258,12 @@ class Trainer:
                         if last_eval["auc"] > self.best_auc:
                             self.best_auc = last_eval["auc"]
                             self._save_weights("best")
-                self.acc.wait_for_everyone()
+                if self.world > 1:
+                    # The other ranks wait here (no deadlock: evaluation uses the unwrapped model, so no
+                    # collective runs inside it) and then learn the result, so every rank's checkpoint state
+                    # and returned summary agree with rank 0's.
+                    shared = broadcast_object_list([last_eval, self.best_auc], from_process=0)
+                    last_eval, self.best_auc = shared
             if self.step % t.checkpoint_every == 0 or done:
                 self._save()
         bar.close()

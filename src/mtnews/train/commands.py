@@ -23,10 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from accelerate import PartialState
+
     from mtnews.config import load_config
     from mtnews.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2, default=float))
+    # Under torchrun / accelerate launch every rank returns the same summary; print it once.
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2, default=float))
     return 0

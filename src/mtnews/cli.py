@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "mtnews.data.commands",
     "mtnews.evaluate.commands",
     "mtnews.train.commands",
+    "mtnews.demo",
     "mtnews.serve.commands",
 ]
 

@@ -65,10 +65,14 @@ class MTRec(nn.Module):
 
             for p in bert.parameters():
                 p.requires_grad_(False)
+            # Adapters only above the frozen layers: backward then stops there, which is most of the
+            # saving on CPU, since nothing below needs gradients.
+            n_layers = bert.config.num_hidden_layers
+            layers = list(range(min(cfg.model.freeze_layers, n_layers - 1), n_layers)) if cfg.model.freeze_layers else None
             bert = get_peft_model(
                 bert,
                 LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                           target_modules=list(lora.target_modules), bias="none"),
+                           target_modules=list(lora.target_modules), bias="none", layers_to_transform=layers),
             )
         else:
             freeze_lower_layers(bert, cfg.model.freeze_layers)

@@ -1,0 +1,175 @@
+"""MTRec's score and losses, recomputed by brute force one sample and one history slot at a time.
+
+The model runs in eval mode (the tiny BERT has dropout 0.1), so two forward passes over the same titles
+agree and dedupe / no-dedupe batches can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtnews.config import load_config
+from mtnews.data.dataset import load_split
+from mtnews.model.build import build_model
+from mtnews.model.tokens import tokenize_titles
+from mtnews.train.batching import BatchBuilder
+
+H = 6
+
+
+@pytest.fixture
+def setup(tiny_dataset, tiny_bert):
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--model.lora.enabled", "false",
+                             "--data.history_size", str(H), "--model.max_title_length", "16",
+                             "--tasks.category", "0.3", "--tasks.sentiment", "0.2", "--tasks.ner", "0.1"])
+    split = load_split(tiny_dataset(), "train", H)
+    torch.manual_seed(0)
+    model, tokenizer = build_model(cfg, split.articles)
+    model.eval()
+    tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
+    samples = split.train_samples(4, seed=0)
+    return model, split, tokens, samples
+
+
+def _vectors(model, tokens, n_articles: int) -> torch.Tensor:
+    """Every article's news vector, each title encoded on its own (no batching, no dedupe)."""
+    rows = [torch.zeros(model.dim)]
+    for a in range(1, n_articles):
+        ids, mask = tokens.batch(np.array([a]))
+        rows.append(model.encode_news(ids, mask)[0])
+    return torch.stack(rows)
+
+
+def _user(model, clicks: torch.Tensor) -> torch.Tensor:
+    """r_u = sum_i a_i * r_i with a per-dimension softmax over the real clicks (the MTRec formula)."""
+    if len(clicks) == 0:
+        return model.user_encoder.empty_user
+    ue = model.user_encoder
+    logits = ue.query * torch.tanh(clicks @ ue.proj.weight.T + ue.proj.bias)
+    return (torch.softmax(logits, dim=0) * clicks).sum(0)
+
+
+def _hand_scores(model, split, tokens, samples, idx) -> torch.Tensor:
+    vec = _vectors(model, tokens, len(split.articles.titles))
+    out = []
+    for i in idx:
+        hist = split.histories.matrix[samples.user_row[i]]
+        user = _user(model, vec[hist[hist > 0]])
+        out.append(torch.stack([user @ vec[c] for c in samples.candidates[i]]))
+    return torch.stack(out)
+
+
+def test_the_fixture_batch_exercises_the_interesting_cases(setup):
+    model, split, tokens, samples = setup
+    rows = samples.user_row
+    # A user with no history (empty-user path), repeated users (articles in several history slots), an
+    # unlabelled article in a history (category/sentiment -100) and duplicate candidates.
+    assert (rows == 0).any() and len(set(rows.tolist())) < len(rows)
+    hist = split.histories.matrix[rows]
+    assert (split.articles.category[hist[hist > 0]] < 0).any()
+    assert any(len(set(c)) < len(c) for c in samples.candidates.tolist())
+
+
+def test_score_is_user_vector_dot_candidate_vector(setup):
+    model, split, tokens, samples = setup
+    idx = np.arange(len(samples))
+    batch = BatchBuilder(samples, split.histories, split.articles, tokens)(idx)
+    with torch.no_grad():
+        news = model.encode_news(batch.input_ids, batch.attention_mask)
+        got = model.score(news, batch.hist_pos, batch.cand_pos)
+        want = _hand_scores(model, split, tokens, samples, idx)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_main_loss_is_softmax_cross_entropy_on_the_clicked_column(setup):
+    model, split, tokens, samples = setup
+    idx = np.arange(len(samples))
+    batch = BatchBuilder(samples, split.histories, split.articles, tokens)(idx)
+    with torch.no_grad():
+        _, losses = model(batch)
+        s = _hand_scores(model, split, tokens, samples, idx).double()
+    # -log(exp(s_0) / sum_j exp(s_j)), averaged over samples.
+    want = (-(s[:, 0] - torch.log(torch.exp(s).sum(1)))).mean()
+    assert abs(float(losses["main"]) - float(want)) < 1e-5
+
+
+def _hand_aux(model, split, tokens, samples, idx, on_candidates: bool) -> dict[str, float]:
+    """Per-slot means: one cross-entropy term per labelled history slot (and candidate slot if asked)."""
+    a = split.articles
+    vec = _vectors(model, tokens, len(a.titles))
+    ce = {"category": [], "sentiment": [], "ner": []}
+    for i in idx:
+        hist = split.histories.matrix[samples.user_row[i]]
+        slots = list(hist[hist > 0]) + (list(samples.candidates[i]) if on_candidates else [])
+        for art in slots:
+            v = vec[art]
+            if a.category[art] >= 0:
+                ce["category"].append(-F.log_softmax(model.category_head(v), -1)[a.category[art]])
+            if a.sentiment[art] >= 0:
+                ce["sentiment"].append(-F.log_softmax(model.sentiment_head(v), -1)[a.sentiment[art]])
+            target = torch.from_numpy(a.entities[art])
+            ce["ner"].append(F.binary_cross_entropy_with_logits(model.ner_head(v), target))
+    return {k: float(torch.stack(v).mean()) for k, v in ce.items()}
+
+
+@pytest.mark.parametrize("on_candidates", [False, True])
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_aux_losses_are_per_slot_means_over_labelled_slots(setup, dedupe, on_candidates):
+    model, split, tokens, samples = setup
+    idx = np.arange(len(samples))
+    builder = BatchBuilder(samples, split.histories, split.articles, tokens, aux_on_candidates=on_candidates,
+                           dedupe=dedupe)
+    with torch.no_grad():
+        _, losses = model(builder(idx))
+        want = _hand_aux(model, split, tokens, samples, idx, on_candidates)
+    for task in ("category", "sentiment", "ner"):
+        assert abs(float(losses[task]) - want[task]) < 1e-5, task
+
+
+def test_per_slot_mean_differs_from_a_per_unique_article_mean(setup):
+    """Guards the test above: on this batch a per-unique-article mean gives a different number."""
+    model, split, tokens, samples = setup
+    idx = np.arange(len(samples))
+    batch = BatchBuilder(samples, split.histories, split.articles, tokens)(idx)
+    with torch.no_grad():
+        news, losses = model(batch)
+        ce = F.cross_entropy(model.category_head(news), batch.category.clamp_min(0), reduction="none")
+        in_hist = (batch.aux_weight > 0) & (batch.category >= 0)
+        per_unique = float(ce[in_hist].mean())
+    assert abs(per_unique - float(losses["category"])) > 1e-3
+
+
+def test_dedupe_and_no_dedupe_give_the_same_losses_and_gradients(setup):
+    model, split, tokens, samples = setup
+    idx = np.arange(len(samples))
+    results = []
+    for dedupe in (True, False):
+        batch = BatchBuilder(samples, split.histories, split.articles, tokens, dedupe=dedupe)(idx)
+        model.zero_grad()
+        _, losses = model(batch)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((batch.input_ids.shape[0], {k: float(v.detach()) for k, v in losses.items()}, grads))
+    (n_dd, l_dd, g_dd), (n_raw, l_raw, g_raw) = results
+    assert n_dd < n_raw  # dedupe really encoded fewer rows
+    assert l_dd.keys() == l_raw.keys() == {"main", "category", "sentiment", "ner"}
+    for k in l_dd:
+        assert abs(l_dd[k] - l_raw[k]) < 1e-5, k
+    assert g_dd.keys() == g_raw.keys()
+    for n in g_dd:
+        torch.testing.assert_close(g_dd[n], g_raw[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_inactive_tasks_have_no_head_and_no_loss(tiny_dataset, tiny_bert):
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--model.lora.enabled", "false",
+                             "--tasks.category", "0", "--tasks.sentiment", "0.5", "--tasks.ner", "0"])
+    split = load_split(tiny_dataset(), "train", H)
+    model, tokenizer = build_model(cfg, split.articles)
+    tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
+    samples = split.train_samples(2, seed=0)
+    _, losses = model(BatchBuilder(samples, split.histories, split.articles, tokens)(np.arange(len(samples))))
+    assert model.category_head is None and model.ner_head is None
+    assert set(losses) == {"main", "sentiment"}

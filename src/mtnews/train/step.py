@@ -36,6 +36,7 @@ class StepStats:
     cosine: float = math.nan
     projected: float = math.nan  # 1/0 in params space; share of projected article vectors in representation space
     samples: int = 0
+    rows: int = 0  # article vectors behind `projected` in representation space (to pool the share over ranks)
 
 
 def _flat(grads: list[torch.Tensor | None], params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -216,6 +217,7 @@ class GradientEngine:
         if len(self._groups_names()) > 1:
             stats.cosine = cos_sum / len(batches)
             stats.projected = proj_rows / max(rows, 1)
+            stats.rows = rows
 
     def _groups_names(self) -> list[str]:
         w = self.weights

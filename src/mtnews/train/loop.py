@@ -193,18 +193,24 @@ class Trainer:
             (tmp / "step.json").write_text(json.dumps({"step": self.step, "best_auc": self.best_auc}))
 
     def _global_stats(self, stats: StepStats) -> StepStats:
-        """The step's losses, cosine and projected share averaged over ranks, as one process would log them.
+        """The step's losses, cosine and projected share over all ranks, as one process would log them.
 
-        Every rank holds the same number of micro-batches, so the mean of the rank means is the global mean.
+        Every rank holds the same number of micro-batches, so the mean of the rank means is the global mean;
+        the representation space's projected share is pooled over its article vectors (`rows`) instead.
         """
         if self.world == 1:
             return stats
         keys = list(stats.losses)
-        local = torch.tensor([stats.losses[k] for k in keys] + [stats.cosine, stats.projected],
+        pooled = stats.rows > 0
+        share = stats.projected * stats.rows if pooled else stats.projected
+        local = torch.tensor([stats.losses[k] for k in keys] + [stats.cosine, share, stats.rows],
                              dtype=torch.float64, device=self.acc.device)
-        vals = self.acc.reduce(local, reduction="mean").tolist()
-        stats.losses = dict(zip(keys, vals[: len(keys)]))
-        stats.cosine, stats.projected = vals[len(keys)], vals[len(keys) + 1]
+        vals = self.acc.reduce(local, reduction="sum").tolist()
+        n = len(keys)
+        stats.losses = {k: v / self.world for k, v in zip(keys, vals[:n])}
+        stats.cosine = vals[n] / self.world
+        stats.projected = vals[n + 1] / vals[n + 2] if pooled else vals[n + 1] / self.world
+        stats.rows = int(vals[n + 2])
         return stats
 
     # --- the loop --------------------------------------------------------------------------------

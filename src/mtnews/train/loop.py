@@ -71,6 +71,15 @@ class Trainer:
         self.acc = make_accelerator(cfg)
         self.main = self.acc.is_main_process
         latest = checkpoint_dirs(self.out)[-1] if self.out.exists() and checkpoint_dirs(self.out) else None
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            # Rank 0 alone writes the run directory; on several nodes the others must see it too, or they
+            # would start afresh on --resume while rank 0 restores. Every rank sees the same list and stops.
+            seen = gather_object([str(latest) if latest is not None else "no checkpoint"])
+            if len(set(seen)) > 1:
+                raise MtnewsError(f"{self.out}: the processes see different latest checkpoints ({', '.join(sorted(set(seen)))}); "
+                                  f"put the run directory on a filesystem every node shares")
         if latest is not None and not resume:
             raise MtnewsError(f"{self.out}: already holds checkpoints; pass --resume to continue it, or choose a new --out")
         if resume and (self.out / "config.yaml").is_file():

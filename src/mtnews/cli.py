@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "mtnews.evaluate.commands",
     "mtnews.train.commands",
     "mtnews.demo",
+    "mtnews.experiment.commands",
     "mtnews.serve.commands",
 ]
 

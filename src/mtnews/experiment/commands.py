@@ -1,0 +1,168 @@
+"""`mtnews experiment`: every Table-1 row over N seeds, resumably, then report.md, results.csv and figures."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+DEFAULT_SEEDS = 3
+EXPERIMENT_KEYS = {"seeds", "variants"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "experiment",
+        help="reproduce Table 1 (ablations x seeds) and Figure 4 as EXP_DIR/report.md (resumable)",
+        description="Train every variant with N seeds, score them on the validation split and write "
+        "report.md, results.csv, curves.png and conflicts.png. Re-running skips finished runs and resumes "
+        "half-finished ones. Dotted overrides (--train.max_steps 40, ...) change the base config of every variant.",
+    )
+    e.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside)")
+    e.add_argument("--out", required=True, help="experiment folder (runs/, report.md, results.csv, *.png)")
+    e.add_argument("--config", help="base YAML config; an optional `experiment:` section sets seeds and variants")
+    e.add_argument("--seeds", type=int, default=None, help=f"seeds per trained variant (default {DEFAULT_SEEDS})")
+    e.add_argument("--variants", default=None, help="comma-separated subset, e.g. random,mtrec,no-lora (default: all)")
+    e.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report from finished runs")
+    e.set_defaults(func=_experiment, accepts_overrides=True)
+
+
+def load_experiment_config(path: str | None, overrides: list[str]) -> tuple:
+    """(base Config, experiment settings) from a YAML whose optional `experiment:` section holds
+    `seeds` and `variants`; every other key is the training config, as for `mtnews train`."""
+    import yaml
+
+    from mtnews.config import _merge, load_config, parse_overrides
+    from mtnews.errors import ConfigError
+
+    if path is None:
+        return load_config(None, overrides), {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    settings = data.pop("experiment", None) or {}
+    if not isinstance(settings, dict) or set(settings) - EXPERIMENT_KEYS:
+        raise ConfigError(f"{p}: `experiment:` may only hold {', '.join(sorted(EXPERIMENT_KEYS))}")
+    try:
+        cfg = load_config(None, _merge(data, parse_overrides(overrides)) if overrides else data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return cfg, settings
+
+
+class RichListener:
+    """One progress bar over runs: the current run, runs done / planned, elapsed time, and an ETA from the
+    mean duration of finished trained runs times the trained runs left (baselines take seconds)."""
+
+    def __init__(self, console):
+        self.console = console
+        self.durations: list[float] = []
+        self.left = 0
+
+    def begin(self, runs, done) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        finished = {(r["variant"], r.get("seed")) for r in done}
+        self.left = sum(1 for s in runs if s.trained and (s.variant, s.seed) not in finished)
+        # A resumed run's seconds cover only its last attempt, so it would bias the estimate low.
+        self.durations = [r["seconds"] for r in done if r.get("seed") is not None and not r.get("resumed")]
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=self.console)
+        self.task = self.progress.add_task("experiment", total=len(runs), completed=len(done), eta=self._eta())
+        if done:
+            self.console.print(f"{len(done)} of {len(runs)} runs already finished; skipping them")
+        self.progress.start()
+
+    def _eta(self) -> str:
+        if self.left == 0:
+            return "ETA 0s"
+        if not self.durations:
+            return "ETA after the first trained run"
+        secs = int(sum(self.durations) / len(self.durations) * self.left)
+        return f"ETA {secs // 3600}h {secs % 3600 // 60:02d}m" if secs >= 3600 else f"ETA {secs // 60}m {secs % 60:02d}s"
+
+    def start(self, spec) -> None:
+        verb = "training + scoring" if spec.trained else "scoring"
+        self.progress.update(self.task, description=f"{verb} {spec.label}")
+
+    def finish(self, spec, result) -> None:
+        if spec.trained:
+            self.left -= 1
+            if not result.get("resumed"):
+                self.durations.append(result["seconds"])
+        m = result["metrics"]
+        self.console.print(f"[green]done[/] {spec.label}: AUC {m['auc']:.4f}, nDCG@10 {m['ndcg@10']:.4f} "
+                           f"({result['seconds']:.0f} s)")
+        self.progress.update(self.task, advance=1, eta=self._eta())
+
+    def end(self) -> None:
+        self.progress.stop()
+
+
+def _summary_table(results):
+    from rich.table import Table
+
+    from mtnews.experiment.stats import METRICS, aggregate
+
+    table = Table(title="validation (mean ± std over seeds)")
+    table.add_column("variant")
+    table.add_column("seeds", justify="right")
+    for m in METRICS:
+        table.add_column(m.upper() if m in ("auc", "mrr") else m, justify="right")
+    table.add_column("s/step", justify="right")
+    for r in aggregate(results):
+        cells = [f"{r.mean[m]:.4f}" + ("" if r.std[m] != r.std[m] else f" ± {r.std[m]:.4f}") for m in METRICS]
+        sps = "" if r.sec_per_step != r.sec_per_step else f"{r.sec_per_step:.2f}"
+        table.add_row(r.variant, str(r.n) if r.trained else "–", *cells, sps)
+    return table
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mtnews.data.check import check_dataset
+    from mtnews.errors import ConfigError
+    from mtnews.experiment.report import ReportContext, write_report
+    from mtnews.experiment.runner import load_result, plan_runs, run_all
+    from mtnews.experiment.variants import parse_variants
+
+    t0 = time.perf_counter()
+    console = Console()
+    data, out = Path(args.data), Path(args.out)
+    base, settings = load_experiment_config(args.config, args.overrides)
+    seeds = args.seeds if args.seeds is not None else int(settings.get("seeds", DEFAULT_SEEDS))
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    variants = parse_variants(args.variants if args.variants is not None else settings.get("variants"), data)
+    dataset = check_dataset(data)  # fails fast on a broken dataset, before any training
+    runs = plan_runs(out, base, variants, seeds)
+    out.mkdir(parents=True, exist_ok=True)
+
+    extra = []
+    if args.report_only:
+        results = [r for r in (load_result(s) for s in runs) if r is not None]
+        extra.append(f"Report only: {len(results)} of {len(runs)} planned runs had finished.")
+    else:
+        console.print(f"experiment: {len(variants)} variants, {seeds} seed(s), {len(runs)} runs -> {out}")
+        results = run_all(runs, data, base.train.device, RichListener(console))
+    run_dirs: dict[str, list[Path]] = {}
+    for s in runs:
+        if s.trained and s.finished():
+            run_dirs.setdefault(s.variant, []).append(s.dir)
+    source = f"`{args.config}`" if args.config else "defaults"
+    if args.overrides:
+        source += " with `" + " ".join(args.overrides) + "`"
+    ctx = ReportContext(data=data, base=base, config_source=source, seeds=seeds, variants=variants,
+                        dataset=dataset, wall_seconds=time.perf_counter() - t0, planned=len(runs), extra=extra)
+    write_report(out, results, run_dirs, ctx)
+    if results:
+        console.print(_summary_table(results))
+    console.print(f"wrote {out / 'report.md'}, results.csv, curves.png, conflicts.png "
+                  f"({time.perf_counter() - t0:.0f} s)")
+    return 0

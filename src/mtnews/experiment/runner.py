@@ -1,0 +1,200 @@
+"""Plan and run the experiment's runs, resumably.
+
+Layout under EXP_DIR/runs/:
+  <baseline>/result.json            random, popularity, oracle: scored once (they do not depend on a seed)
+  <variant>/seed-<s>/               a training run directory (config.yaml, metrics.csv, eval.csv, final/, ...)
+  <variant>/seed-<s>/result.json    its validation metrics and timings, written last and atomically
+
+A run is finished when result.json exists (and, for a trained run, final/): it is skipped. A trained run
+with final/ but no result.json is only evaluated; one with checkpoints resumes from the latest of them;
+so re-running a killed experiment redoes at most the steps since each run's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mtnews.config import Config, load_config
+from mtnews.errors import ConfigError
+from mtnews.experiment.variants import VARIANTS, variant_config
+from mtnews.io import atomic_write_text
+from mtnews.train.logs import read_csv
+
+RESULT = "result.json"
+# Keys that change where or how fast a run executes, not what it computes; a finished run stays valid
+# when only these differ (e.g. an experiment started on CPU and finished with --train.device cuda).
+RUNTIME_KEYS = {("train", "device"), ("train", "num_workers"), ("data", "eval_chunk")}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    variant: str
+    seed: int | None  # train.seed of a trained run; None for a baseline
+    dir: Path
+    cfg: Config | None = None  # None for a baseline
+
+    @property
+    def trained(self) -> bool:
+        return self.cfg is not None
+
+    @property
+    def label(self) -> str:
+        return self.variant if self.seed is None else f"{self.variant} seed {self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / RESULT
+
+    def finished(self) -> bool:
+        return self.result_path.is_file() and (not self.trained or (self.dir / "final").is_dir())
+
+
+def plan_runs(exp_dir: Path, base: Config, variants: list[str], seeds: int) -> list[RunSpec]:
+    """Baselines first (seconds each), then one pass over the variants per seed, so an interrupted
+    experiment already has a complete table for its first seeds."""
+    runs = [RunSpec(v, None, exp_dir / "runs" / v) for v in variants if not VARIANTS[v].trained]
+    for i in range(seeds):
+        for v in variants:
+            if VARIANTS[v].trained:
+                cfg = variant_config(base, v, i)
+                runs.append(RunSpec(v, cfg.train.seed, exp_dir / "runs" / v / f"seed-{cfg.train.seed}", cfg))
+    return runs
+
+
+def _config_diff(a: dict, b: dict, prefix: tuple = ()) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = prefix + (k,)
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, key)
+        elif va != vb and key not in RUNTIME_KEYS:
+            out.append(f"{'.'.join(key)}: {va!r} in the run, {vb!r} now")
+    return out
+
+
+def check_run_config(spec: RunSpec) -> None:
+    """Refuse to reuse a run directory trained with another config (its results would not be this row's)."""
+    path = spec.dir / "config.yaml"
+    if not spec.trained or not path.is_file():
+        return
+    diff = _config_diff(load_config(path).to_dict(), spec.cfg.to_dict())
+    if diff:
+        raise ConfigError(f"{spec.dir}: was trained with another config ({'; '.join(diff[:5])}); "
+                          f"use a new --out, or delete that run to retrain it")
+
+
+def step_timing(run_dir: Path, cfg: Config) -> dict:
+    """Mean seconds per optimizer step and samples/s, from the per-step throughput in metrics.csv.
+
+    Only the steps themselves count (not validation, checkpoints or model loading), and a resumed run's
+    steps are counted once each, so variants compare fairly however their runs were interrupted.
+    """
+    rows = read_csv(run_dir / "metrics.csv")
+    summary = run_dir / "summary.json"
+    world = json.loads(summary.read_text()).get("world_size", 1) if summary.is_file() else 1
+    batch = cfg.train.batch_size * cfg.train.grad_accum * world
+    sps = np.array([float(r["samples_per_s"]) for r in rows if r.get("samples_per_s")], dtype=float)
+    sps = sps[sps > 0]
+    if len(sps) == 0:
+        return {"steps": len(rows), "sec_per_step": float("nan"), "samples_per_s": float("nan")}
+    sec = float(np.mean(batch / sps))
+    return {"steps": len(rows), "sec_per_step": sec, "samples_per_s": batch / sec}
+
+
+class Evaluator:
+    """Scores finished runs and baselines on the validation split, as `mtnews evaluate --run/--scorer` does:
+    full in-view lists, a trained run's best-by-validation-AUC weights (else final)."""
+
+    def __init__(self, data: Path, device: str):
+        from mtnews.data.articles import load_articles
+        from mtnews.data.layout import split_paths
+
+        self.data, self.device = data, device
+        self.paths = split_paths(data, "validation")
+        self.articles = load_articles(self.paths.articles)
+        self._histories: dict[int, object] = {}
+
+    def _hist(self, size: int):
+        from mtnews.data.history import load_histories
+
+        if size not in self._histories:
+            self._histories[size] = load_histories(self.paths.history, self.articles, size)
+        return self._histories[size]
+
+    def __call__(self, spec: RunSpec) -> dict:
+        from mtnews.evaluate.commands import make_scorer
+        from mtnews.evaluate.runner import run_scorer
+
+        # Baselines ignore histories; 30 is what `mtnews evaluate --scorer` loads for them.
+        hist = self._hist(spec.cfg.data.history_size if spec.trained else 30)
+        scorer = make_scorer(None if spec.trained else spec.variant, str(spec.dir) if spec.trained else None,
+                             self.paths, self.articles, hist, seed=0, device=self.device)
+        return run_scorer(scorer, self.paths, self.articles, hist)
+
+
+def execute(spec: RunSpec, data: Path, evaluator: Evaluator) -> dict:
+    """Train (or resume) one run if needed, evaluate it, and write its result.json last."""
+    from mtnews.train.checkpoint import checkpoint_dirs
+    from mtnews.train.loop import train
+
+    t0 = time.perf_counter()
+    resumed = False
+    if spec.trained and not (spec.dir / "final").is_dir():
+        resumed = spec.dir.is_dir() and bool(checkpoint_dirs(spec.dir))
+        # resume=True also covers a fresh directory (no checkpoint: it starts at step 0), and a run killed
+        # before its first checkpoint restarts cleanly (train truncates its logs to the restored step).
+        train(spec.cfg, data, spec.dir, resume=True, progress=False)
+    metrics = evaluator(spec)
+    result = {"variant": spec.variant, "seed": spec.seed, "metrics": metrics,
+              "seconds": round(time.perf_counter() - t0, 2), "resumed": resumed}
+    if spec.trained:
+        result.update(step_timing(spec.dir, spec.cfg))
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec.result_path, json.dumps(result, indent=2, default=float))
+    return result
+
+
+def load_result(spec: RunSpec) -> dict | None:
+    return json.loads(spec.result_path.read_text()) if spec.finished() else None
+
+
+class Listener:
+    """What the runner reports; the CLI shows it with rich, tests pass nothing."""
+
+    def begin(self, runs: list[RunSpec], done: list[dict]) -> None: ...
+    def start(self, spec: RunSpec) -> None: ...
+    def finish(self, spec: RunSpec, result: dict) -> None: ...
+    def end(self) -> None: ...
+
+
+def run_all(runs: list[RunSpec], data: Path, device: str, listener: Listener | None = None,
+            evaluator_factory: Callable[[], Evaluator] | None = None) -> list[dict]:
+    """Every run's result, in plan order; only unfinished runs do any work."""
+    listener = listener or Listener()
+    for spec in runs:  # before any work: a stale run directory is an error now, not after an hour
+        check_run_config(spec)
+    results: dict[Path, dict] = {}
+    for spec in runs:
+        r = load_result(spec)
+        if r is not None:
+            results[spec.dir] = r
+    todo = [s for s in runs if s.dir not in results]
+    listener.begin(runs, list(results.values()))
+    evaluator = None
+    try:
+        for spec in todo:
+            listener.start(spec)
+            if evaluator is None:  # loaded lazily: a fully finished experiment only rebuilds its report
+                evaluator = (evaluator_factory or (lambda: Evaluator(data, device)))()
+            results[spec.dir] = execute(spec, data, evaluator)
+            listener.finish(spec, results[spec.dir])
+    finally:
+        listener.end()
+    return [results[s.dir] for s in runs]

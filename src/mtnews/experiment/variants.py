@@ -1,0 +1,111 @@
+"""The rows of the Table-1 experiment: baselines and MTRec variants, each a config delta on one base config.
+
+Every trained ablation is `mtrec` plus exactly one change, so its difference to the `mtrec` row isolates
+that change. `mtrec` itself pins what the poster calls MTRec (LoRA on, category + sentiment heads,
+`project-both` surgery in parameter space, no NER) on top of whatever the base config sets for the rest
+(learning rates, steps, sequence lengths, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtnews.config import Config, TasksConfig, _merge, load_config
+from mtnews.data.layout import split_paths
+from mtnews.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    delta: dict = field(default_factory=dict)  # dotted key -> value, applied after the mtrec pins
+    trained: bool = True
+    # Surgery variants have two gradient groups, so their metrics.csv carries cosine / projected values.
+    surgery: bool = False
+
+
+BASELINES = ("random", "popularity", "oracle")
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("random", "random scores (lower bound)", trained=False),
+    Variant("popularity", "train-split click counts", trained=False),
+    Variant("bert-baseline", "BERT + LoRA, main task only, no surgery",
+            {"tasks.category": 0.0, "tasks.sentiment": 0.0, "tasks.ner": 0.0, "train.surgery": "sum"}),
+    Variant("mtrec", "MTRec: LoRA, category + sentiment, project-both surgery", surgery=True),
+    Variant("no-lora", "mtrec with full fine-tuning instead of LoRA", {"model.lora.enabled": False}, surgery=True),
+    Variant("no-cat", "mtrec without the category task", {"tasks.category": 0.0}, surgery=True),
+    Variant("no-sent", "mtrec without the sentiment task", {"tasks.sentiment": 0.0}, surgery=True),
+    Variant("no-gs", "mtrec without gradient surgery (plain sum)", {"train.surgery": "sum"}),
+    Variant("project-aux", "mtrec projecting only the auxiliary gradient", {"train.surgery": "project-aux"}, surgery=True),
+    Variant("pcgrad", "mtrec with PCGrad over every task", {"train.surgery": "pcgrad"}, surgery=True),
+    Variant("repr-space", "mtrec with surgery on news vectors instead of parameters",
+            {"train.surgery_space": "representation"}, surgery=True),
+    Variant("+ner", "mtrec plus the NER task (lambda 0.3)", {"tasks.ner": 0.3}, surgery=True),
+    Variant("oracle", "generator's true utilities (upper bound; synthetic data only)", trained=False),
+)}
+
+# Table order: lower bounds, the reference rows, the ablations, then the upper bound.
+ORDER = list(VARIANTS)
+
+
+def has_oracle(data: str | Path) -> bool:
+    return split_paths(data, "validation").oracle.is_file()
+
+
+def default_variants(data: str | Path) -> list[str]:
+    return [n for n in ORDER if n != "oracle" or has_oracle(data)]
+
+
+def parse_variants(spec: str | list[str] | None, data: str | Path) -> list[str]:
+    """Variant names in table order; `None` means every variant (oracle only when the data has one)."""
+    if spec is None:
+        return default_variants(data)
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    if not names:
+        raise ConfigError("--variants: name at least one variant")
+    if "oracle" in names and not has_oracle(data):
+        raise ConfigError(f"{split_paths(data, 'validation').oracle}: no oracle file, so the oracle row cannot be scored")
+    return [n for n in ORDER if n in names]
+
+
+def _nested(dotted: dict) -> dict:
+    out: dict = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def mtrec_pins(base: Config) -> dict:
+    """The settings that make a config MTRec, keeping the base's auxiliary weights when they are on."""
+    default = TasksConfig()
+    return {
+        "model.lora.enabled": True,
+        "tasks.category": base.tasks.category or default.category,
+        "tasks.sentiment": base.tasks.sentiment or default.sentiment,
+        "tasks.ner": 0.0,
+        "train.surgery": "project-both",
+        "train.surgery_space": "params",
+    }
+
+
+def variant_delta(base: Config, name: str) -> dict:
+    """The dotted overrides that turn `base` into variant `name` (mtrec pins, then the variant's change)."""
+    variant = VARIANTS[name]
+    if not variant.trained:
+        raise ValueError(f"{name} is a baseline; it has no training config")
+    return {**mtrec_pins(base), **variant.delta}
+
+
+def variant_config(base: Config, name: str, seed_offset: int) -> Config:
+    """The full, validated training config of one run: variant delta plus train.seed = base seed + offset."""
+    delta = {**variant_delta(base, name), "train.seed": base.train.seed + seed_offset}
+    return load_config(None, _merge(base.to_dict(), _nested(delta)))

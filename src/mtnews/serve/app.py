@@ -1,0 +1,230 @@
+"""The FastAPI app: routes, request validation, error mapping, metrics, and the demo page at `/`.
+
+Every error body is JSON with a human-readable `detail` string. Bad input of any kind is a 4xx:
+request validation (422; malformed JSON 400), unknown ids (422, listing them), unknown users (404),
+bodies over the size limit (413). Anything else that escapes a handler is a bug and stays a 500 (logged
+with its traceback and counted in /metrics) rather than being disguised as a client error.
+
+Handlers are plain `def`s: FastAPI runs them in its thread pool, so requests overlap while the engine
+serialises only the model calls.
+"""
+
+import logging
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mtnews import __version__
+from mtnews.serve.engine import (ArticleInfo, InvalidRequest, Ranking, Recommender, SuppliedArticle,
+                                 UnknownArticles, UnknownUser)
+from mtnews.serve.limits import BodyLimitMiddleware
+from mtnews.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from mtnews.serve.schemas import (INT64_MAX, ArticleOut, ErrorOut, Health, RankedArticle, RankResponse,
+                                  RecommendResponse, UserOut, UsersResponse, request_models)
+
+log = logging.getLogger("mtnews.serve")
+
+MAX_ERRORS_SHOWN = 20
+MAX_USERS_PAGE = 1000
+
+ERRORS = {
+    400: {"model": ErrorOut, "description": "malformed JSON"},
+    413: {"model": ErrorOut, "description": "request body over --max-body-bytes"},
+    415: {"model": ErrorOut, "description": "body is not JSON (Content-Type)"},
+    422: {"model": ErrorOut, "description": "invalid request, or unknown article ids (listed in unknown_ids)"},
+}
+
+
+def _article_out(a: ArticleInfo) -> ArticleOut:
+    return ArticleOut(article_id=a.article_id, title=a.title, category=a.category, published_time=a.published_time)
+
+
+def _results(r: Ranking) -> list[RankedArticle]:
+    return [RankedArticle(rank=k, article_id=x.article_id, score=x.score, title=x.title, category=x.category)
+            for k, x in enumerate(r.items, start=1)]
+
+
+def _error(status: int, detail: str, headers: dict | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def _clean(errors: list[dict]) -> list[dict]:
+    """Validation errors without their `input`/`ctx` (which can echo megabytes, or bytes JSON cannot hold)."""
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors[:MAX_ERRORS_SHOWN]]
+
+
+def _summary(errors: list[dict]) -> str:
+    def where(e: dict) -> str:
+        loc = [str(x) for x in e["loc"] if x not in ("body", "query", "path")]
+        return ".".join(loc) or "body"
+
+    shown = "; ".join(f"{where(e)}: {e['msg']}" for e in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"invalid request: {shown}{more}"
+
+
+def _page() -> str:
+    return resources.files("mtnews.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int = 1024 * 1024,
+               metrics: Metrics | None = None) -> FastAPI:
+    models = request_models(max_list)
+    RankRequest, RecommendRequest = models.rank, models.recommend
+    metrics = metrics or Metrics()
+    page = _page()
+
+    app = FastAPI(
+        title="mtnews",
+        version=__version__,
+        description="Multi-task BERT news recommendation (MTRec): rank candidate articles for a user. "
+        f"Lists hold at most {max_list} ids; bodies at most {max_body_bytes} bytes.",
+        # "/v1/rank/" is a 404, not a 307 to "/v1/rank": clients re-send POST bodies inconsistently
+        # across redirects, and an API has one spelling per endpoint.
+        redirect_slashes=False,
+    )
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.max_list = max_list
+    app.state.max_body_bytes = max_body_bytes
+    # Added last = outermost: the metrics see every response, including the body limit's 413s.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+
+    # --- error mapping ------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def on_request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            ctx = bad_json.get("ctx") or {}
+            loc = bad_json.get("loc", ())
+            pos = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return _error(400, f"malformed JSON body: {ctx.get('error', 'cannot be parsed')}{pos}")
+        cleaned = _clean(errors)
+        ctype = request.headers.get("content-type", "")
+        if ctype and "json" not in ctype.lower() and any(e["loc"][:1] == ["body"] for e in cleaned):
+            # FastAPI leaves a non-JSON body unparsed; the real problem is the media type, say so.
+            return _error(415, f"expected a JSON body with Content-Type: application/json, got {ctype[:100]!r}")
+        return _error(422, _summary(cleaned), errors=cleaned)
+
+    @app.exception_handler(ValidationError)
+    async def on_model_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        # Catch-all for validation that happens after FastAPI's own request parsing: answered as the
+        # client's fault (422), but counted and logged loudly, because every client input should have been
+        # rejected by the request models already; the tests require this counter to stay at zero.
+        metrics.unexpected_validation_errors += 1
+        log.warning("validation error raised inside %s %s", request.method, request.url.path, exc_info=exc)
+        cleaned = _clean(exc.errors())
+        return _error(422, _summary(cleaned), errors=cleaned)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return _error(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UnknownArticles)
+    async def on_unknown_articles(request: Request, exc: UnknownArticles) -> JSONResponse:
+        return _error(422, str(exc), unknown_ids=exc.ids)
+
+    @app.exception_handler(UnknownUser)
+    async def on_unknown_user(request: Request, exc: UnknownUser) -> JSONResponse:
+        return _error(404, str(exc), user_id=exc.user_id)
+
+    @app.exception_handler(InvalidRequest)
+    async def on_invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this response, so uvicorn logs the traceback and then drops the
+        # connection; "Connection: close" tells the client not to send its next request down it.
+        log.error("unhandled error on %s %s: %r", request.method, request.url.path, exc)
+        return _error(500, "internal server error (a bug in mtnews serve; the server log has the traceback)",
+                      headers={"connection": "close"})
+
+    # --- API ----------------------------------------------------------------------------------------
+    @app.post("/v1/rank", response_model=RankResponse, responses=ERRORS, tags=["ranking"],
+              summary="Rank candidates for a given click history")
+    def rank(body: RankRequest) -> RankResponse:  # type: ignore[valid-type]
+        supplied = [SuppliedArticle(a.article_id, a.title, a.category_str) for a in body.articles]
+        r = engine.rank(body.history, body.candidates, body.top_k, supplied)
+        return RankResponse(results=_results(r), candidates=r.candidates, history_used=r.history_used,
+                            encoded_titles=r.encoded_titles)
+
+    @app.post("/v1/users/{user_id}/recommend", response_model=RecommendResponse,
+              responses={**ERRORS, 404: {"model": ErrorOut, "description": "user not in history.parquet"}},
+              tags=["ranking"], summary="Recommend for a user known from the split's history.parquet")
+    def recommend(
+        user_id: Annotated[int, Path(ge=0, le=INT64_MAX)],
+        body: Annotated[RecommendRequest | None, Body()] = None,  # type: ignore[valid-type]
+    ) -> RecommendResponse:
+        candidates = body.candidates if body is not None else None
+        top_k = body.top_k if body is not None else None
+        r = engine.recommend(user_id, candidates, top_k)
+        return RecommendResponse(user_id=user_id, default_candidates=candidates is None, results=_results(r),
+                                 candidates=r.candidates, history_used=r.history_used,
+                                 encoded_titles=r.encoded_titles)
+
+    @app.get("/v1/users", response_model=UsersResponse, tags=["lookup"], summary="Known user ids")
+    def users(limit: Annotated[int, Query(ge=1, le=MAX_USERS_PAGE)] = 50,
+              offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0) -> UsersResponse:
+        return UsersResponse(users=engine.users(offset, limit), total=engine.num_users, offset=offset, limit=limit)
+
+    @app.get("/v1/users/{user_id}", response_model=UserOut, tags=["lookup"],
+             responses={404: {"model": ErrorOut}}, summary="A user's history as the model sees it")
+    def user(user_id: Annotated[int, Path(ge=0, le=INT64_MAX)]) -> UserOut:
+        history = [_article_out(a) for a in engine.user_history(user_id)]
+        return UserOut(user_id=user_id, history=history, history_size=engine.history_size)
+
+    @app.get("/v1/articles/{article_id}", response_model=ArticleOut, tags=["lookup"],
+             responses={404: {"model": ErrorOut}}, summary="One article of the dataset")
+    def article(article_id: Annotated[int, Path(ge=0, le=INT64_MAX)]) -> ArticleOut:
+        a = engine.article(article_id)
+        if a is None:
+            raise StarletteHTTPException(404, f"article {article_id} is not in articles.parquet")
+        return _article_out(a)
+
+    # --- operations ---------------------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        return Health(status="ok", articles=engine.num_articles, users=engine.num_users,
+                      history_size=engine.history_size, dim=engine.model.dim, device=str(engine.device),
+                      users_from=engine.source)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}})
+    def prometheus() -> Response:
+        s = engine.stats()
+        gauges = {
+            "mtnews_articles": ("gauge", "Articles encoded at start-up.", s["articles"]),
+            "mtnews_users": ("gauge", "Users with a history.", s["users"]),
+            "mtnews_title_cache_entries": ("gauge", "Supplied-title vectors in the LRU cache.", s["cache_entries"]),
+            "mtnews_title_cache_capacity": ("gauge", "Capacity of the LRU cache.", s["cache_capacity"]),
+            "mtnews_title_cache_hits_total": ("counter", "Supplied titles found in the cache.", s["cache_hits"]),
+            "mtnews_title_cache_misses_total": ("counter", "Supplied titles not in the cache.", s["cache_misses"]),
+            "mtnews_title_cache_evictions_total": ("counter", "Cache entries evicted.", s["cache_evictions"]),
+            "mtnews_titles_encoded_total": ("counter", "Supplied titles encoded on the fly.", s["encoded_on_the_fly"]),
+            "mtnews_unexpected_validation_errors_total": (
+                "counter", "Validation errors raised inside handlers, past request parsing (should stay 0).",
+                metrics.unexpected_validation_errors),
+            "mtnews_startup_encode_seconds": ("gauge", "Time to encode all articles at start-up.",
+                                              s["startup_encode_seconds"]),
+        }
+        return Response(metrics.render(gauges), media_type=CONTENT_TYPE)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app

@@ -39,7 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
     from mtnews.train.checkpoint import checkpoint_dirs
     from mtnews.train.loop import train
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay on one line in logs
     out = Path(args.out)
     data, run = out / "data", out / "run"
     config = args.config or ("configs/demo.yaml" if Path("configs/demo.yaml").is_file() else None)

@@ -1,0 +1,65 @@
+"""The `make demo` pipeline and the real MiniLM end to end, through the CLI as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mtnews.evaluate.submission import read_predictions
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mtnews(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "mtnews", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_demo_pipeline_with_tiny_bert(tmp_path, tiny_bert):
+    out = tmp_path / "demo"
+    r = mtnews("demo", "--out", str(out), "--config", "configs/demo.yaml", "--users", "150", "--articles", "200",
+               "--model.pretrained", str(tiny_bert), "--train.max_steps", "6", "--train.eval_every", "3",
+               "--data.eval_impressions", "100", "--train.lr", "1e-3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())["validation"]
+    assert set(results) == {"random", "popularity", "oracle", "mtrec (this run)"}
+    # The oracle ranks by the utilities the clicks were drawn from, so it must top the baselines.
+    assert results["oracle"]["auc"] > results["popularity"]["auc"] > 0.5 - 0.05
+    png = (out / "training_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # A second run resumes: nothing is retrained and the results are the same.
+    r2 = mtnews("demo", "--out", str(out), "--config", "configs/demo.yaml", "--model.pretrained", str(tiny_bert))
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "already trained" in r2.stdout
+    assert json.loads((out / "results.json").read_text())["validation"] == results
+
+
+@pytest.mark.slow
+def test_minilm_train_evaluate_predict(tmp_path):
+    """The embedded MiniLM: a few LoRA + surgery steps, then evaluate and a RecSys'24 predictions.zip."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    r = mtnews("data", "synth", "--out", str(data), "--users", "120", "--articles", "150", "--with-testset")
+    assert r.returncode == 0, r.stderr
+    r = mtnews("train", "--data", str(data), "--out", str(run), "--config", "configs/demo.yaml", "--no-progress",
+               "--train.max_steps", "4", "--train.batch_size", "4", "--train.eval_every", "2",
+               "--data.eval_impressions", "40", "--data.history_size", "5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "final" / "model.safetensors").is_file() and (run / "best" / "model.safetensors").is_file()
+    r = mtnews("evaluate", "--data", str(data), "--split", "validation", "--run", str(run),
+               "--json-out", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= m["auc"] <= 1.0 and m["impressions"] > 0
+    zpath = tmp_path / "predictions.zip"
+    r = mtnews("predict", "--run", str(run), "--data", str(data), "--out", str(zpath))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert zipfile.ZipFile(zpath).namelist() == ["predictions.txt"]
+    ids, ranks = read_predictions(zpath)
+    assert len(ids) > 0 and all(sorted(rk.tolist()) == list(range(1, len(rk) + 1)) for rk in ranks)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def tokenize_titles(titles: list[str], tokenizer, max_len: int, use_cache: bool 
         try:
             with np.load(path) as z:
                 return TitleTokens(z["ids"], z["lengths"], int(z["pad_id"]))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # empty or truncated files too
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = np.full((len(titles), max_len), pad_id, dtype=np.int32)

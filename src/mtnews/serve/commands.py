@@ -57,7 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(engine, max_list=args.max_list, max_body_bytes=args.max_body_bytes)
         host, port = sock.getsockname()[:2]
         print(f"{engine.describe()}\nserving on http://{_url_host(host)}:{port}/ (API docs at /docs)", flush=True)
-        serve_forever(app, sock, log_level=args.log_level)
+        try:
+            serve_forever(app, sock, log_level=args.log_level)
+        except KeyboardInterrupt:
+            # uvicorn has already shut down gracefully and re-raised the signal: Ctrl-C is how a server
+            # is meant to stop, so this is a clean exit, not an interruption.
+            print("mtnews serve: stopped", flush=True)
     finally:
         sock.close()
     return 0

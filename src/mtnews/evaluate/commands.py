@@ -27,8 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root folder")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--out", required=True, help="predictions.zip to write")
-    p.add_argument("--chunk", type=int, default=50_000, help="impressions per streamed chunk")
+    p.add_argument("--chunk", type=int, default=50_000,
+                   help="impressions per streamed chunk; progress is saved after each one")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the unfinished run in OUT.partial/ (fail if there is none); "
+                            "without this flag a matching one is continued anyway")
+    again.add_argument("--fresh", action="store_true", help="discard OUT.partial/ and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
 
@@ -46,7 +53,8 @@ def make_scorer(name: str | None, run: str | None, paths, articles, histories, s
     return OracleScorer(paths)
 
 
-def _history_size(run: str | None) -> int:
+def run_history_size(run: str | None) -> int:
+    """The run's data.history_size (histories must be built with it); 30 for the baselines."""
     if not run:
         return 30  # baselines ignore histories
     from pathlib import Path
@@ -71,7 +79,7 @@ def score(args: argparse.Namespace, predictions_out: str | None) -> dict:
         raise ConfigError(f"--chunk must be a positive integer, got {args.chunk}")
     paths = split_paths(args.data, args.split)
     articles = load_articles(paths.articles)
-    histories = load_histories(paths.history, articles, _history_size(args.run))
+    histories = load_histories(paths.history, articles, run_history_size(args.run))
     scorer = make_scorer(getattr(args, "scorer", None), args.run, paths, articles, histories,
                          getattr(args, "seed", 0), args.device)
     return run_scorer(scorer, paths, articles, histories, args.chunk, predictions_out, progress=True)
@@ -105,6 +113,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    result = score(args, args.out)
-    print(f"wrote {args.out}: {result.get('impressions')} impressions")
+    from mtnews.evaluate.predict import predict
+
+    resume = "require" if args.resume else "never" if args.fresh else "auto"
+    result = predict(args.run, args.data, args.out, split=args.split, chunk_rows=args.chunk, device=args.device,
+                     resume=resume, progress=not args.no_progress)
+    note = f", resumed at row {result['resumed_from_row']:,}" if result["resumed_from_row"] else ""
+    print(f"wrote {args.out}: {result['impressions']} impressions{note}")
+    if result["unknown_candidates"]:
+        print(f"{result['unknown_candidates']} in-view articles are missing from articles.parquet")
     return 0

@@ -135,12 +135,10 @@ class PredictionWriter:
         """Append whole impressions: scores as flat 1-D + CSR ``offsets``, or one 1-D array per impression."""
         if self._closed:
             raise ValueError(f"PredictionWriter for {self.path} is already closed")
-        ragged = as_ragged(scores, offsets, "scores")
-        ids = _check_ids(impression_ids, len(ragged))
-        ranks = Ragged(prediction_ranks(ragged), ragged.offsets)
+        text, n = render_predictions(impression_ids, scores, offsets)
         self._open()
-        self._fh.write(format_lines(ids, ranks))
-        self.impressions_written += len(ragged)
+        self._fh.write(text)
+        self.impressions_written += n
 
     def close(self) -> Path:
         """Finish the zip and move it into place; returns the final path."""
@@ -149,8 +147,7 @@ class PredictionWriter:
         self._open()
         try:
             self._fh.close()
-            with atomic_path(self.path, suffix=".zip") as tmp_zip:
-                _zip_text(self._txt, tmp_zip, self.compresslevel)
+            zip_predictions_text(self._txt, self.path, self.compresslevel)
         finally:
             self._cleanup()
         return self.path
@@ -166,6 +163,35 @@ class PredictionWriter:
             self._fh.close()
         if self._txt is not None:
             self._txt.unlink(missing_ok=True)
+
+
+def render_predictions(
+    impression_ids: ArrayLike, scores: ArrayLike, offsets: ArrayLike | None = None
+) -> tuple[bytes, int]:
+    """The ``predictions.txt`` lines of whole impressions as ASCII bytes, and how many impressions they hold.
+
+    Every line depends only on its own impression, so the text of a split is the concatenation of its
+    chunks' texts however the split was chunked.
+    """
+    ragged = as_ragged(scores, offsets, "scores")
+    ids = _check_ids(impression_ids, len(ragged))
+    ranks = Ragged(prediction_ranks(ragged), ragged.offsets)
+    return format_lines(ids, ranks), len(ragged)
+
+
+def zip_predictions_text(txt: str | os.PathLike, path: str | os.PathLike,
+                         compresslevel: int = DEFAULT_COMPRESSLEVEL) -> Path:
+    """Deflate a finished ``predictions.txt`` into the submission zip at ``path``, atomically.
+
+    The zip's bytes depend only on the text and ``compresslevel``.
+    """
+    if not 0 <= compresslevel <= 9:
+        raise ValueError(f"compresslevel must be 0..9, got {compresslevel}")
+    with atomic_path(path, suffix=".zip") as tmp_zip:
+        _zip_text(Path(txt), tmp_zip, compresslevel)
+        with open(tmp_zip, "rb") as fh:  # on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
 def _zip_text(txt: Path, zip_path: Path, compresslevel: int) -> None:

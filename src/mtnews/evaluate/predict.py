@@ -1,0 +1,289 @@
+"""Resumable `mtnews predict`: stream a split through a trained run into a RecSys'24 predictions.zip.
+
+The 13.5M-impression test set takes hours on a CPU, so an interrupted run (a crash, SIGKILL, a preempted
+job) continues from its last finished chunk instead of starting over:
+
+* Beside the target ``<out>`` lives the sidecar folder ``<out>.partial/``, holding ``predictions.txt``
+  (the lines written so far) and ``state.json`` (chunks and rows done, the byte length of the text that
+  belongs to them, and a fingerprint of run, data, split, chunking and device).
+* After every chunk the text is flushed and fsync'd, then the state is replaced atomically and fsync'd.
+  Text appended after the last state (a chunk cut short) is truncated away on resume.
+* A new run with the same fingerprint resumes automatically (``--resume`` insists on it, ``--fresh``
+  discards the sidecar). A sidecar with another fingerprint is never continued.
+* When the last chunk is in, the finished text is deflated into a temp zip that is renamed over
+  ``<out>``, then the sidecar is removed. Since the zip is made from the whole text, not chunk by chunk,
+  a resumed run gives a zip byte-identical to an uninterrupted one.
+
+Chunk k is always rows [k * chunk, (k + 1) * chunk) of the behaviors file (see `runner`), so a resumed run
+scores the remaining chunks exactly as an uninterrupted run would. Memory: the article-vector table plus
+one chunk, whatever the split's size.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mtnews.errors import ConfigError, MtnewsError
+
+STATE = "state.json"
+TEXT = "predictions.txt"
+LOCK = "lock"
+STATE_VERSION = 1
+RESUME_MODES = ("auto", "require", "never")
+
+
+@dataclass
+class PredictState:
+    fingerprint: str
+    chunk_rows: int
+    total_rows: int
+    chunks_done: int = 0
+    rows_done: int = 0
+    bytes: int = 0
+    impressions: int = 0
+    unknown_candidates: int = 0
+    version: int = STATE_VERSION
+
+
+def sidecar_dir(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _file_id(path: Path) -> dict:
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(run_dir: str | os.PathLike, weights: Path, paths, chunk_rows: int, max_candidates: int,
+                device: str) -> str:
+    """What the text depends on: the run's config and weights (by content), the split's files (by size
+    and modification time), the chunking, the device type and the library versions."""
+    import torch
+
+    from mtnews import __version__
+
+    run_dir = Path(run_dir)
+    parts = {
+        "config": _sha256(run_dir / "config.yaml"),
+        "weights": _sha256(weights),
+        "split": paths.split,
+        "files": [_file_id(p) for p in (paths.behaviors, paths.history, paths.articles)],
+        "chunk_rows": chunk_rows,
+        "max_candidates": max_candidates,
+        "device": device,
+        "mtnews": __version__,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Sidecar:
+    """The ``<out>.partial/`` folder: text so far, state, and a lock against a second concurrent writer."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.dir = sidecar_dir(out)
+        self.text = self.dir / TEXT
+        self.state_path = self.dir / STATE
+        self._lock_fd: int | None = None
+        self._fh = None
+
+    def lock(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise MtnewsError(f"{self.dir}: another `mtnews predict` is writing this output") from None
+            raise
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock; a killed process releases it too
+            self._lock_fd = None
+
+    def read_state(self) -> PredictState | None:
+        """The committed state, or None when there is none or it is unreadable or from another version."""
+        try:
+            raw = json.loads(self.state_path.read_text())
+            state = PredictState(**raw)
+        except (OSError, ValueError, TypeError):
+            return None
+        if state.version != STATE_VERSION:
+            return None
+        try:
+            if self.text.stat().st_size < state.bytes:
+                return None  # text lost or cut below what the state vouches for: cannot continue
+        except OSError:
+            return None
+        return state
+
+    def reset(self, state: PredictState) -> None:
+        """Start empty: truncate the text and commit `state` (nothing done)."""
+        with open(self.text, "wb") as f:
+            os.fsync(f.fileno())
+        self.commit(state)
+
+    def open_append(self, state: PredictState) -> None:
+        """Open the text for appending after the committed bytes, dropping anything written past them."""
+        self._fh = open(self.text, "r+b")
+        self._fh.truncate(state.bytes)
+        self._fh.seek(state.bytes)
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data)
+
+    def commit(self, state: PredictState) -> None:
+        """Make the text durable, then the state that vouches for it (atomic replace, fsync'd)."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        tmp = self.state_path.with_name(STATE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(asdict(state), indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+        _fsync_dir(self.dir)
+
+    def close_text(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def remove(self) -> None:
+        self.close_text()
+        self.unlock()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def predict(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "test",
+    chunk_rows: int = 50_000,
+    device: str = "auto",
+    resume: str = "auto",
+    compresslevel: int | None = None,
+    max_candidates: int | None = None,
+    progress: bool = False,
+    log=None,
+) -> dict:
+    """Write ``out`` (a predictions.zip) for `split` of `data` with the run in `run_dir`, resumably.
+
+    Args:
+        resume: "auto" continues a matching sidecar and replaces any other; "require" fails unless a
+            matching sidecar exists; "never" discards any sidecar and starts over.
+        log: callable taking one message string (default: print to stderr).
+
+    Returns:
+        ``{"impressions", "unknown_candidates", "chunks", "resumed_from_row", "out"}``.
+    """
+    from tqdm.auto import tqdm
+
+    from mtnews.data.articles import load_articles
+    from mtnews.data.behaviors import count_behaviors
+    from mtnews.data.history import load_histories
+    from mtnews.data.layout import split_paths
+    from mtnews.evaluate.commands import run_history_size
+    from mtnews.evaluate.model_scorers import ModelScorer, resolve_device
+    from mtnews.evaluate.runner import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces
+    from mtnews.evaluate.submission import DEFAULT_COMPRESSLEVEL, render_predictions, zip_predictions_text
+    from mtnews.model.build import run_weights
+
+    def say(msg: str) -> None:
+        (log or (lambda m: print(m, file=sys.stderr)))(msg)
+
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    if chunk_rows <= 0:
+        raise ConfigError(f"--chunk must be a positive integer, got {chunk_rows}")
+    max_candidates = max_candidates or MAX_CANDIDATES
+    compresslevel = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
+    out = Path(out)
+    paths = split_paths(data, split)
+    history_size = run_history_size(str(run_dir))
+    dev = resolve_device(device)
+    fp = fingerprint(run_dir, run_weights(run_dir), paths, chunk_rows, max_candidates, dev.type)
+    total = count_behaviors(paths)
+
+    side = Sidecar(out)
+    side.lock()
+    try:
+        state = side.read_state() if resume != "never" else None
+        if state is not None and (state.fingerprint != fp or state.total_rows != total):
+            if resume == "require":
+                raise ConfigError(f"{side.dir}: the unfinished prediction there was made with another run, data, "
+                                  f"split, --chunk or device; run without --resume to start over")
+            say(f"{side.dir}: made with another run, data, split, --chunk or device; starting over")
+            state = None
+        if state is None:
+            if resume == "require":
+                raise ConfigError(f"{side.dir}: no unfinished prediction to resume")
+            state = PredictState(fp, chunk_rows, total)
+            side.reset(state)
+        elif state.rows_done:
+            say(f"resuming {out} at row {state.rows_done:,} of {total:,} (chunk {state.chunks_done})")
+        resumed_from = state.rows_done
+
+        if state.rows_done < total:
+            articles = load_articles(paths.articles)
+            histories = load_histories(paths.history, articles, history_size)
+            scorer = ModelScorer(run_dir, paths, articles, histories, str(dev))
+            side.open_append(state)
+            bar = tqdm(total=total, initial=state.rows_done, disable=not progress, desc=f"predict {split}",
+                       unit="imp")
+            try:
+                for df in iter_behavior_chunks(paths, chunk_rows, state.rows_done):
+                    for imps in iter_pieces(df, articles, histories, max_candidates):
+                        text, n = render_predictions(imps.impression_id, scorer.score(imps), imps.offsets)
+                        side.write(text)
+                        state.bytes += len(text)
+                        state.impressions += n
+                        state.unknown_candidates += imps.unknown
+                    state.rows_done += df.height
+                    state.chunks_done += 1
+                    side.commit(state)
+                    bar.update(df.height)
+            finally:
+                bar.close()
+                side.close_text()
+        if state.rows_done != total:
+            raise MtnewsError(f"{paths.behaviors}: read {state.rows_done} rows, the file says {total}")
+        zip_predictions_text(side.text, out, compresslevel)
+        _fsync_dir(out.parent)
+    except BaseException:
+        side.close_text()
+        side.unlock()  # the sidecar stays: the next run continues from its last committed chunk
+        raise
+    side.remove()
+    return {"impressions": state.impressions, "unknown_candidates": state.unknown_candidates,
+            "chunks": state.chunks_done, "resumed_from_row": resumed_from, "out": str(out)}

@@ -15,8 +15,9 @@ Generative model (every step is vectorised over impressions, history events, use
       v(u, a) = CAT_W * log(p_u[cat a] + PREF_EPS) + SENT_W * s_u[sent a] + POP_W * z(log popularity a)
   where z standardises over the catalogue. Content preference dominates and popularity is a weak signal.
 * Exposure: an impression at time t shows 5..15 distinct articles published before t (within WINDOW_DAYS),
-  drawn with weight popularity * exp(-age / RECENCY_DAYS): the age factor is exp(pub/τ) times a constant
-  per impression, so a single cumulative sum over the time-sorted catalogue samples every window.
+  drawn with weight popularity^EXPOSURE_POP * exp(-age / RECENCY_DAYS). The age factor is exp(pub / τ)
+  times a constant per impression, so one cumulative sum over the time-sorted catalogue samples every
+  window by inverse CDF.
 * Clicks: Gumbel-top-k on v + Gumbel(0, 1) noise, k = 1 (2 with probability TWO_CLICK_SHARE). Ranking by v
   is the oracle: the best any model can do in expectation.
 * History: each split's users (except ~1%, left out on purpose) get a lognormal number of reads spread over

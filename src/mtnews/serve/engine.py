@@ -249,8 +249,11 @@ class Recommender:
         if unknown:
             raise UnknownArticles(unknown)
 
+        # Every id was checked above; only the last H clicks are read (as in UserHistories).
+        hist_ids, hist_idx = hist_ids[-self.history_size :], hist_idx[-self.history_size :]
+        used_missing = np.concatenate([hist_ids[hist_idx == UNK], cand_ids[cand_idx == UNK]])
         # Supplied articles get negative slots -1, -2, ... into `extra`; dataset articles keep their index.
-        extra_ids = list(dict.fromkeys(int(i) for i in missing.tolist()))
+        extra_ids = list(dict.fromkeys(int(i) for i in used_missing.tolist()))
         slot_of = {aid: -(k + 1) for k, aid in enumerate(extra_ids)}
         extra, encoded = self._vectors([by_id[aid].title for aid in extra_ids])
 
@@ -260,11 +263,11 @@ class Recommender:
                 out[pos] = slot_of[int(ids[pos])]
             return out
 
-        hist_slots = slots(hist_ids, hist_idx)[-self.history_size :]
+        hist_slots = slots(hist_ids, hist_idx)
         cand_slots = slots(cand_ids, cand_idx)
         scores = self._score(hist_slots, cand_slots, extra)
 
-        def describe(pos: int) -> Ranked:
+        def ranked(pos: int) -> Ranked:
             aid, idx = int(cand_ids[pos]), int(cand_idx[pos])
             if idx == UNK:
                 s = by_id[aid]
@@ -272,7 +275,7 @@ class Recommender:
             info = self._info(idx)
             return Ranked(aid, float(scores[pos]), info.title, info.category)
 
-        return Ranking(self._top(scores, top_k, describe), len(cand_ids), len(hist_slots), encoded)
+        return Ranking(self._top(scores, top_k, ranked), len(cand_ids), len(hist_slots), encoded)
 
     def recommend(self, user_id: int, candidates: list[int] | None = None, top_k: int | None = None) -> Ranking:
         """Rank `candidates` (default: the newest articles the user has not clicked) for a known user."""
@@ -291,18 +294,18 @@ class Recommender:
                 raise UnknownArticles(unknown)
         scores = self._score(hist_slots, cand_idx, None)
 
-        def describe(pos: int) -> Ranked:
+        def ranked(pos: int) -> Ranked:
             info = self._info(int(cand_idx[pos]))
             return Ranked(int(cand_ids[pos]), float(scores[pos]), info.title, info.category)
 
-        return Ranking(self._top(scores, top_k, describe), len(cand_ids), len(hist_slots), 0)
+        return Ranking(self._top(scores, top_k, ranked), len(cand_ids), len(hist_slots), 0)
 
     @staticmethod
-    def _top(scores: np.ndarray, top_k: int | None, describe) -> list[Ranked]:
+    def _top(scores: np.ndarray, top_k: int | None, ranked) -> list[Ranked]:
         order = np.argsort(-scores, kind="stable")  # ties keep the candidates' order
         if top_k is not None:
             order = order[:top_k]
-        return [describe(int(p)) for p in order]
+        return [ranked(int(p)) for p in order]
 
     def _score(self, hist_slots: np.ndarray, cand_slots: np.ndarray, extra: torch.Tensor | None) -> np.ndarray:
         """Scores of candidate slots for a history of slots (>= 1: table rows, < 0: rows of `extra`).

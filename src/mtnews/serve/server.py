@@ -29,7 +29,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise MtnewsError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 

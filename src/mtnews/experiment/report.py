@@ -12,7 +12,7 @@ from pathlib import Path
 from mtnews.config import Config
 from mtnews.experiment.stats import (METRICS, REFERENCE, SEED_CLAIM_AUC, Row, aggregate, differences,
                                      pooled_auc_std)
-from mtnews.experiment.variants import VARIANTS, variant_delta
+from mtnews.experiment.variants import VARIANTS, mtrec_pins
 from mtnews.io import atomic_write_text
 
 CSV_FIELDS = ["variant", "seed", *METRICS, "impressions", "seconds", "steps", "sec_per_step", "samples_per_s", "resumed"]
@@ -87,7 +87,10 @@ def _differences(rows: list[Row]) -> list[str]:
     for v, cells in by_variant.items():
         out.append(f"| {v} | " + " | ".join(str(cells[m]) for m in METRICS) + " |")
     flagged = sorted({d.variant for d in diffs if d.exceeds})
-    out += ["", f"Variants with at least one difference beyond the noise: {', '.join(flagged) if flagged else 'none'}."]
+    if all(d.exceeds is None for d in diffs):
+        out += ["", "No difference can be judged: that needs at least two seeds for mtrec and for the variant."]
+    else:
+        out += ["", f"Variants with at least one difference beyond the noise: {', '.join(flagged) if flagged else 'none'}."]
     return out
 
 
@@ -156,11 +159,12 @@ def _appendix(results: list[dict]) -> list[str]:
 
 
 def _deltas(ctx: ReportContext) -> list[str]:
-    out = ["| variant | config delta on the base |", "|---|---|"]
+    pins = mtrec_pins(ctx.base)
+    out = ["`mtrec` = the base config with " + ", ".join(f"`{k}={v}`" for k, v in pins.items())
+           + "; every other trained variant = `mtrec` plus:", "", "| variant | change on mtrec |", "|---|---|"]
     for v in ctx.variants:
-        if VARIANTS[v].trained:
-            delta = ", ".join(f"`{k}={val}`" for k, val in variant_delta(ctx.base, v).items())
-            out.append(f"| {v} | {delta} |")
+        if VARIANTS[v].trained and v != "mtrec":
+            out.append(f"| {v} | " + ", ".join(f"`{k}={val}`" for k, val in VARIANTS[v].delta.items()) + " |")
     return out
 
 
@@ -214,7 +218,7 @@ def render_report(results: list[dict], ctx: ReportContext) -> str:
         "",
         "## Base config",
         "",
-        "Every trained variant is this config plus its delta below (and train.seed = base seed + i).",
+        "Every trained variant is this config plus its change below, with train.seed = base seed + i for seed i.",
         "",
         "```yaml",
         ctx.base.to_yaml().rstrip(),

@@ -9,6 +9,7 @@ aux losses     = category / sentiment cross-entropy (and optional multi-label NE
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -69,11 +70,15 @@ class MTRec(nn.Module):
             # saving on CPU, since nothing below needs gradients.
             n_layers = bert.config.num_hidden_layers
             layers = list(range(min(cfg.model.freeze_layers, n_layers - 1), n_layers)) if cfg.model.freeze_layers else None
-            bert = get_peft_model(
-                bert,
-                LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                           target_modules=list(lora.target_modules), bias="none", layers_to_transform=layers),
-            )
+            with warnings.catch_warnings():
+                # peft calls transformers' deprecated is_gradient_checkpointing: a FutureWarning on stderr at
+                # every model build, including ahead of the CLI's one-line error messages.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                bert = get_peft_model(
+                    bert,
+                    LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                               target_modules=list(lora.target_modules), bias="none", layers_to_transform=layers),
+                )
         else:
             freeze_lower_layers(bert, cfg.model.freeze_layers)
             # The news vector is the last layer's [CLS] state, so BERT's pooler never reaches a loss.

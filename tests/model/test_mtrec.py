@@ -182,3 +182,39 @@ def test_inactive_tasks_have_no_head_and_no_loss(tiny_dataset, tiny_bert):
     _, losses = model(BatchBuilder(samples, split.histories, split.articles, tokens)(np.arange(len(samples))))
     assert model.category_head is None and model.ner_head is None
     assert set(losses) == {"main", "sentiment"}
+
+
+def test_cached_evaluator_matches_naive_per_impression_scoring(small_synth, tiny_bert):
+    """score_split (encode each article once, score chunks) = encoding every impression's history and
+    candidates on their own and taking dot products, impression by impression."""
+    from mtnews.evaluate.model_scorer import score_split
+
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--data.history_size", "10"])
+    split = load_split(small_synth, "validation", 10)
+    torch.manual_seed(0)
+    model, tokenizer = build_model(cfg, split.articles)
+    with torch.no_grad():  # non-zero LoRA B matrices, so the adapters take part in the comparison too
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
+    imps = split.eval_impressions().slice(0, 40)
+    model.train()  # score_split must switch dropout off itself, and restore the mode afterwards
+    got = score_split(model, tokens, split.histories, imps, chunk=7, batch_size=16)
+    assert model.training
+
+    model.eval()
+    want = []
+    with torch.no_grad():
+        for m in range(len(imps)):
+            hist = split.histories.matrix[imps.user_row[m]]
+            hist = hist[hist > 0]
+            cands = imps.candidates[imps.offsets[m] : imps.offsets[m + 1]]
+            ids, mask = tokens.batch(np.concatenate([hist, cands]))
+            vec = model.encode_news(ids, mask)
+            user = _user(model, vec[: len(hist)])
+            want.append((vec[len(hist):] @ user).double().numpy())
+    want = np.concatenate(want)
+    assert got.shape == want.shape == (imps.offsets[-1],)
+    assert len(set(imps.user_row.tolist())) < len(imps)  # repeated users share a vector in the cached path
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -224,7 +224,8 @@ def test_oracle_beats_popularity_beats_random(ds):
     auc_oracle, auc_pop, auc_random = np.mean(aucs, axis=0)
     assert 0.75 < auc_oracle < 0.95
     assert auc_oracle > auc_pop + 0.1
-    assert auc_pop > auc_random + 0.02
+    # Popularity is a weak signal by design; compare with chance (0.5), not with the noisy random column.
+    assert auc_pop > 0.515
     assert abs(auc_random - 0.5) < 0.05
 
 

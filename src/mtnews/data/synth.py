@@ -44,12 +44,16 @@ from mtnews.data.synth_articles import N_CATEGORIES, build_articles
 from mtnews.errors import ConfigError
 from mtnews.io import atomic_dir, atomic_path
 
-# Click model: picked so that on validation the oracle AUC is ~0.85 and train-popularity AUC ~0.58.
+# Click model, tuned at the default size (validation, per-impression AUC, seed 0): oracle 0.91, ranking by
+# train click counts 0.54, random 0.5. An ideal content model (the true category and sentiment of the
+# user's last 20 clicks, counted) reaches 0.82: titles carry most of the signal, so a title-based
+# recommender can close most of the popularity-to-oracle gap. Most validation articles are new, which is
+# what keeps click-count popularity weak.
 PREF_ALPHA = 0.3
 PREF_EPS = 0.01
-CAT_W = 1.25
+CAT_W = 2.0
 SENT_W = 0.5
-POP_W = 1.0
+POP_W = 0.6
 TWO_CLICK_SHARE = 0.05
 
 # Exposure.
@@ -57,7 +61,7 @@ MIN_INVIEW, MAX_INVIEW = 5, 15
 WINDOW_DAYS = 14.0
 RECENCY_DAYS = 10.0
 EXPOSURE_POP = 0.5
-HISTORY_CHOICES = 8
+HISTORY_CHOICES = 16
 EXTRA_DRAWS = 5  # in-view draws beyond MAX_INVIEW, to absorb repeats without a second round
 BEYOND_ACCURACY_SIZE = 250
 BEYOND_ACCURACY_SHARE = 0.02

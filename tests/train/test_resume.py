@@ -8,13 +8,21 @@ so the RNG state, optimizer, scheduler and data order all have to be restored fo
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+import torch
 from safetensors.torch import load_file
+
+from mtnews.errors import CheckpointError
+from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
+                                     save_checkpoint, set_rng_state)
+from mtnews.train.logs import CsvLog
 
 STEPS = 20
 
@@ -93,3 +101,146 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(small_synth, tiny_b
     evals, ref_evals = _rows(run_out / "eval.csv"), _rows(ref_out / "eval.csv")
     assert [int(r["step"]) for r in evals] == [10, 20]
     assert [r["auc"] for r in evals] == [r["auc"] for r in ref_evals]
+
+
+# --- the pieces exact resume relies on, each on its own -----------------------------------------------
+
+
+@pytest.fixture
+def parts(tiny_dataset, tiny_bert):
+    """(model, optimizer, scheduler, generator) shaped like the Trainer's, after one real optimizer step."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from mtnews.config import load_config
+    from mtnews.data.articles import load_articles
+    from mtnews.model.build import build_model
+
+    def make():
+        cfg = load_config(None, ["--model.pretrained", str(tiny_bert)])
+        torch.manual_seed(0)
+        model, _ = build_model(cfg, load_articles(tiny_dataset(f"d{len(made)}") / "articles.parquet"))
+        heads = [p for ps in model.head_parameters().values() for p in ps]
+        opt = torch.optim.AdamW([{"params": model.shared_parameters(), "lr": 1e-3}, {"params": heads, "lr": 1e-2}])
+        sched = get_linear_schedule_with_warmup(opt, 2, 10)
+        made.append(1)
+        return model, opt, sched, torch.Generator().manual_seed(3)
+
+    made: list = []
+    return make
+
+
+def _step(model, opt, sched):
+    loss = sum((p.float() ** 2).sum() for p in model.parameters() if p.requires_grad)
+    loss.backward()
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+
+
+def test_checkpoint_round_trip_restores_everything(parts, tmp_path):
+    model, opt, sched, gen = parts()
+    _step(model, opt, sched)
+    torch.randperm(5, generator=gen)
+    torch.manual_seed(123)
+    save_checkpoint(tmp_path / "step-1", model, opt, sched, [rng_state(gen)], {"step": 1, "best_auc": 0.6})
+    want_rand, want_perm = torch.rand(3), torch.randperm(7, generator=gen)
+    want_opt = opt.state_dict()
+
+    model2, opt2, sched2, gen2 = parts()  # a fresh process: other weights, empty optimizer, step 0
+    state, rng = load_checkpoint(tmp_path / "step-1", model2, opt2, sched2, rank=0)
+    set_rng_state(rng, gen2)
+    assert state == {"step": 1, "best_auc": 0.6}
+    assert torch.equal(torch.rand(3), want_rand)  # dropout's RNG continues where it stopped
+    assert torch.equal(torch.randperm(7, generator=gen2), want_perm)  # and PCGrad's task order
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+    got_opt = opt2.state_dict()
+    assert got_opt["param_groups"] == want_opt["param_groups"]
+    for k, s in want_opt["state"].items():
+        for name, v in s.items():
+            assert torch.equal(got_opt["state"][k][name], v), (k, name)
+    assert sched2.state_dict() == sched.state_dict()
+
+
+CORRUPTIONS = {
+    "weights truncated": ("model.safetensors", "half"),
+    "weights empty": ("model.safetensors", b""),
+    "optimizer truncated": ("optimizer.pt", "half"),
+    "optimizer empty": ("optimizer.pt", b""),
+    "optimizer garbage": ("optimizer.pt", b"not a torch file" * 8),
+    "scheduler empty": ("scheduler.pt", b""),
+    "rng garbage": ("rng.safetensors", b"\x01" * 64),
+    "rng missing": ("rng.safetensors", None),
+    "rng keys missing": ("rng.safetensors", "no-keys"),
+    "state not json": ("state.json", b"{"),
+    "state without step": ("state.json", b"{}"),
+    "state a list": ("state.json", b"[1]"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corrupt_checkpoints_raise_checkpoint_error(parts, tmp_path, name):
+    model, opt, sched, gen = parts()
+    _step(model, opt, sched)
+    ckpt = tmp_path / "step-1"
+    save_checkpoint(ckpt, model, opt, sched, [rng_state(gen)], {"step": 1, "best_auc": 0.5})
+    f, damage = CORRUPTIONS[name]
+    path = ckpt / f
+    if damage is None:
+        path.unlink()
+    elif damage == "half":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "no-keys":
+        from safetensors.torch import save_file
+
+        save_file({"rank0.other": torch.zeros(2)}, str(path))
+    else:
+        path.write_bytes(damage)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(ckpt, model, opt, sched, rank=0)
+    assert str(ckpt) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checkpoint_dirs_sort_numerically_and_ignore_partial_writes(tmp_path):
+    for name in ("step-5", "step-40", "step-100", ".step-200.abc.tmp", "step-x", "notes"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-5", "step-40", "step-100"]
+    prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-40", "step-100"]
+
+
+def _log_steps(path) -> list[int]:
+    return [int(r["step"]) for r in _rows(path)]
+
+
+def test_csv_log_truncate_after(tmp_path):
+    log = CsvLog(tmp_path / "m.csv", ["step", "loss"])
+    for s in range(1, 13):
+        log.append({"step": s, "loss": s / 10})
+    log.truncate_after(5)
+    assert _log_steps(tmp_path / "m.csv") == [1, 2, 3, 4, 5]
+    log.append({"step": 6, "loss": 0.6})
+    assert _log_steps(tmp_path / "m.csv") == [1, 2, 3, 4, 5, 6]
+    assert _rows(tmp_path / "m.csv")[2] == {"step": "3", "loss": "0.3"}
+
+
+def test_csv_log_drops_a_row_cut_short_by_a_crash(tmp_path):
+    """A kill mid-write can leave '1' of a row '12,...' with no newline: it must not survive as step 1."""
+    p = tmp_path / "m.csv"
+    log = CsvLog(p, ["step", "loss"])
+    for s in range(1, 12):
+        log.append({"step": s, "loss": 0.5})
+    with open(p, "a") as f:
+        f.write("1")
+    log.truncate_after(10)
+    assert _log_steps(p) == list(range(1, 11))
+    log.append({"step": 11, "loss": 0.5})
+    assert _log_steps(p) == list(range(1, 12))
+
+
+def test_state_json_is_plain_json(parts, tmp_path):
+    model, opt, sched, gen = parts()
+    save_checkpoint(tmp_path / "c", model, opt, sched, [rng_state(gen)], {"step": 3, "best_auc": float("-inf")})
+    assert json.loads((tmp_path / "c" / "state.json").read_text())["step"] == 3
+    state, _ = load_checkpoint(tmp_path / "c", model, opt, sched, rank=0)
+    assert state["best_auc"] == float("-inf")  # no validation yet survives the round trip

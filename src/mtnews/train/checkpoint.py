@@ -11,6 +11,7 @@ RUN_DIR/checkpoints/step-N/
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -62,11 +63,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int) -> tuple
         flat = load_file(str(path / "rng.safetensors"))
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError,
+            EOFError, pickle.UnpicklingError) as e:  # torch.load of an empty / non-zip file raises these
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: corrupt or incomplete checkpoint ({first})") from None
     prefix = f"rank{rank}." if any(k.startswith(f"rank{rank}.") for k in flat) else "rank0."
     rng = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    # Readable but incomplete files would otherwise fail later with a KeyError/AttributeError traceback.
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "best_auc" not in state:
+        raise CheckpointError(f"{path}: corrupt or incomplete checkpoint (state.json lacks step or best_auc)")
+    if not {"torch", "pcgrad"} <= set(rng):
+        raise CheckpointError(f"{path}: corrupt or incomplete checkpoint (rng.safetensors lacks the RNG states)")
     return state, rng
 
 

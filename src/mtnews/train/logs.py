@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from mtnews.io import atomic_path
 
 
 class CsvLog:
@@ -15,9 +18,15 @@ class CsvLog:
         """Drop rows logged after `step`: a resumed run re-logs them, so the file has each step once."""
         if not self.path.exists():
             return
-        with self.path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        self._write(rows, "w")
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # a row cut short by a crash ("1" of "12,...") is dropped
+        rows = [r for r in csv.DictReader(io.StringIO(text)) if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
+        with atomic_path(self.path) as tmp:  # a crash while rewriting keeps the old file
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
 
     def append(self, row: dict) -> None:
         self._write([row], "a")

@@ -27,9 +27,9 @@ from mtnews.model.mtrec import MTRec
 from mtnews.model.tokens import TitleTokens, tokenize_titles
 
 SCAN_ROWS = 1 << 17  # behaviors rows per record batch when scanning a split for its articles
-# Elements per float32 temporary when scoring (64 MB): with D=384 and H=30 that is 1456 users per
-# user-encoder call and 43690 candidates per gather-and-dot block.
-BLOCK_ELEMENTS = 1 << 24
+# Elements per float32 temporary when scoring (16 MB): with D=384 and H=30 that is 364 users per
+# user-encoder call and 10922 candidates per gather-and-dot block.
+BLOCK_ELEMENTS = 1 << 22
 
 
 def split_article_indices(paths: SplitPaths, articles: ArticleTable, histories: UserHistories,

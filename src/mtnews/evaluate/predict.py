@@ -215,7 +215,7 @@ def predict(
     from mtnews.data.layout import split_paths
     from mtnews.evaluate.commands import run_history_size
     from mtnews.evaluate.model_scorers import ModelScorer, resolve_device
-    from mtnews.evaluate.runner import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces
+    from mtnews.evaluate.runner import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces, release_memory
     from mtnews.evaluate.submission import DEFAULT_COMPRESSLEVEL, render_predictions, zip_predictions_text
     from mtnews.model.build import run_weights
 
@@ -269,6 +269,7 @@ def predict(
                         state.bytes += len(text)
                         state.impressions += n
                         state.unknown_candidates += imps.unknown
+                        release_memory()
                     state.rows_done += df.height
                     state.chunks_done += 1
                     side.commit(state)

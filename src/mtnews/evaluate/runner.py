@@ -11,6 +11,8 @@ resumed `mtnews predict` scores exactly the chunks an uninterrupted run would ha
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 from typing import Iterator
 
@@ -27,7 +29,28 @@ from mtnews.data.layout import SplitPaths
 from mtnews.evaluate.metrics import MetricAccumulator
 from mtnews.evaluate.submission import PredictionWriter
 
-MAX_CANDIDATES = 1 << 20  # in-view articles per scored piece of a chunk
+MAX_CANDIDATES = 1 << 19  # in-view articles per scored piece: about one 50k-row chunk of normal impressions
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Give a scored piece's freed heap back to the OS (glibc only; a no-op elsewhere).
+
+    Each piece allocates and frees the same few hundred MB of numpy/torch temporaries. glibc keeps freed
+    heap pages and raises its mmap threshold as it goes, so without a trim the resident set creeps up by
+    ~300 MB over the first few dozen chunks before levelling off; with one it stays flat. Costs ~1 ms a piece.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0) -> Iterator[pl.DataFrame]:
@@ -113,6 +136,7 @@ def run_scorer(
                 unknown += imps.unknown
                 impressions += len(imps)
                 bar.update(len(imps))
+                release_memory()
     except BaseException:
         if writer:
             writer.abort()

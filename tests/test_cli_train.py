@@ -79,3 +79,17 @@ def test_bad_input_exits_with_one_clear_line(small_synth, tiny_bert, checkpointe
                 p.wait()
     # A failed start leaves no half-made run behind.
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "checkpoints").exists()
+
+
+def test_resume_with_a_changed_override_is_refused(tmp_path, capsys):
+    """Regression: --resume used to ignore new overrides silently (it replays the saved config)."""
+    from mtnews.cli import main
+    from mtnews.config import load_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(load_config(None, ["--train.max_steps", "20"]).to_yaml())
+    rc = main(["train", "--data", str(tmp_path), "--out", str(out), "--resume", "--train.max_steps", "40"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "train.max_steps (20 -> 40)" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train, accepts_overrides=True)
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def _check_same_config(saved, given, path) -> None:
+    """Exact resume replays the run's own config; silently dropping new values would mislead."""
+    from mtnews.errors import ConfigError
+
+    a, b = _flatten(saved.to_dict()), _flatten(given.to_dict())
+    changed = [f"{k} ({a[k]!r} -> {b[k]!r})" for k in a if a[k] != b[k]]
+    if changed:
+        raise ConfigError(f"{path}: --resume continues the run with its saved config, but these differ: "
+                          f"{', '.join(changed)}; start a new --out to change them")
+
+
 def _train(args: argparse.Namespace) -> int:
     import json
 
@@ -29,6 +48,9 @@ def _train(args: argparse.Namespace) -> int:
     from mtnews.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.is_file() and (args.config or args.overrides):
+        _check_same_config(load_config(saved), cfg, saved)
     summary = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     # Under torchrun / accelerate launch every rank returns the same summary; print it once.
     if PartialState().is_main_process:

@@ -58,7 +58,7 @@ def test_outputs_and_rows(experiment):
     report = (experiment / "report.md").read_text()
     assert "## Table 1" in report and "## Appendix: per-seed results" in report and "```yaml" in report
     assert "| **mtrec** | 2 |" in report and "| oracle | – |" in report
-    assert "Wall time of this invocation" in report and "## Dataset" in report
+    assert "Total wall time" in report and "over 1 invocation " in report and "## Dataset" in report
     assert not list(experiment.glob(".*.tmp"))  # no leftover temporaries from the atomic writes
 
 
@@ -127,6 +127,9 @@ def test_rerun_finishes_only_missing_runs(experiment, small_synth, tiny_bert, tm
 
     assert json.loads((resumed / "result.json").read_text())["resumed"] is True
     assert len(_csv(exp / "results.csv")) == len(_csv(experiment / "results.csv"))
+    invocations = json.loads((exp / "invocations.json").read_text())
+    assert [i["runs_done"] for i in invocations] == [7, 2]  # the first did all 7 runs, the rerun the 2 missing ones
+    assert "over 2 invocations" in (exp / "report.md").read_text()
 
 
 def test_changed_config_is_refused(experiment, small_synth, tiny_bert, capsys):

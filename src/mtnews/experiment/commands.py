@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -105,21 +106,40 @@ class RichListener:
         self.progress.stop()
 
 
+def record_invocation(out: Path, seconds: float, runs_done: int, report_only: bool) -> list[dict]:
+    """Append this invocation to EXP_DIR/invocations.json, so the report's total wall time covers resumes."""
+    import json
+    from datetime import datetime
+
+    from mtnews.io import atomic_write_text
+
+    path = out / "invocations.json"
+    log = json.loads(path.read_text()) if path.is_file() else []
+    log.append({"finished": datetime.now().isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+                "runs_done": runs_done, "report_only": report_only})
+    atomic_write_text(path, json.dumps(log, indent=2))
+    return log
+
+
 def _summary_table(results):
+    import math
+
     from rich.table import Table
 
     from mtnews.experiment.stats import METRICS, aggregate
 
-    table = Table(title="validation (mean ± std over seeds)")
-    table.add_column("variant")
+    # Narrow enough for an 80-column terminal: std for AUC only; report.md has every std.
+    table = Table(title="validation, mean over seeds (report.md has all stds)")
+    table.add_column("variant", no_wrap=True)
     table.add_column("seeds", justify="right")
-    for m in METRICS:
-        table.add_column(m.upper() if m in ("auc", "mrr") else m, justify="right")
+    table.add_column("AUC ± std", justify="right", no_wrap=True)
+    for m in METRICS[1:]:
+        table.add_column(m.upper() if m == "mrr" else m, justify="right")
     table.add_column("s/step", justify="right")
     for r in aggregate(results):
-        cells = [f"{r.mean[m]:.4f}" + ("" if r.std[m] != r.std[m] else f" ± {r.std[m]:.4f}") for m in METRICS]
-        sps = "" if r.sec_per_step != r.sec_per_step else f"{r.sec_per_step:.2f}"
-        table.add_row(r.variant, str(r.n) if r.trained else "–", *cells, sps)
+        auc = f"{r.mean['auc']:.4f}" + ("" if math.isnan(r.std["auc"]) else f" ± {r.std['auc']:.4f}")
+        sps = "" if math.isnan(r.sec_per_step) else f"{r.sec_per_step:.2f}"
+        table.add_row(r.variant, str(r.n) if r.trained else "–", auc, *(f"{r.mean[m]:.4f}" for m in METRICS[1:]), sps)
     return table
 
 
@@ -132,7 +152,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from mtnews.experiment.runner import load_result, plan_runs, run_all
     from mtnews.experiment.variants import parse_variants
 
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     console = Console()
     data, out = Path(args.data), Path(args.out)
     base, settings = load_experiment_config(args.config, args.overrides)
@@ -145,6 +165,7 @@ def _experiment(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     extra = []
+    already = sum(s.finished() for s in runs)
     if args.report_only:
         results = [r for r in (load_result(s) for s in runs) if r is not None]
         extra.append(f"Report only: {len(results)} of {len(runs)} planned runs had finished.")
@@ -158,8 +179,11 @@ def _experiment(args: argparse.Namespace) -> int:
     source = f"`{args.config}`" if args.config else "defaults"
     if args.overrides:
         source += " with `" + " ".join(args.overrides) + "`"
+    invocations = record_invocation(out, time.perf_counter() - t0, len(results) - already, args.report_only)
     ctx = ReportContext(data=data, base=base, config_source=source, seeds=seeds, variants=variants,
-                        dataset=dataset, wall_seconds=time.perf_counter() - t0, planned=len(runs), extra=extra)
+                        dataset=dataset, wall_seconds=invocations[-1]["seconds"], planned=len(runs), extra=extra,
+                        invocations=invocations,
+                        load=(load0, os.getloadavg()[0]))
     write_report(out, results, run_dirs, ctx)
     if results:
         console.print(_summary_table(results))

@@ -18,6 +18,11 @@ from mtnews.train.logs import read_csv
 CURVES = (("no-lora", "full fine-tuning (no-lora)", "tab:red"), ("mtrec", "LoRA (mtrec)", "tab:blue"))
 
 
+def smoothing_window(n: int) -> int:
+    """Moving-average width for n logged steps: ~4% of the run, but at least 3 so short runs are readable."""
+    return max(1, min(n, max(3, n // 25)))
+
+
 def _pyplot():
     import matplotlib
 
@@ -80,12 +85,14 @@ def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impre
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     drawn_loss = drawn_auc = False
+    window = 1
     for variant, label, color in CURVES:
         dirs = run_dirs.get(variant, [])
         losses = []
         for d in dirs:
             steps, loss = _column(read_csv(d / "metrics.csv"), "loss")
-            losses.append((steps, smooth(loss, max(1, len(loss) // 25))))
+            window = max(window, smoothing_window(len(loss)))
+            losses.append((steps, smooth(loss, smoothing_window(len(loss)))))
         drawn_loss |= _band(ax1, losses, label, color)
         aucs = [_column(read_csv(d / "eval.csv"), "auc") for d in dirs]
         drawn_auc |= _band(ax2, aucs, label, color, marker="o")
@@ -96,7 +103,7 @@ def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impre
             ax.legend(fontsize=8)
         else:
             _no_data(ax, "no finished no-lora / mtrec runs")
-    ax1.set_ylabel("training loss, weighted total (moving average)")
+    ax1.set_ylabel(f"training loss, weighted total\n(moving average, {window} steps)")
     ax1.set_title("Training loss")
     subset = f"first {eval_impressions} impressions" if eval_impressions else "all impressions"
     ax2.set_ylabel("validation AUC")
@@ -110,45 +117,58 @@ def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impre
 
 
 def plot_conflicts(run_dirs: dict[str, list[Path]], out_png: str | Path) -> Path:
-    """Per surgery variant: histogram of the main/aux gradient cosine over all logged steps (pooled over
-    seeds), and the rolling share of projected steps vs step (mean over seeds)."""
+    """Per surgery variant: a histogram of the main/aux gradient cosine over all logged steps (seeds
+    pooled), one small panel each so a narrow distribution does not flatten the others; below, the
+    rolling share of projected steps vs step (mean over seeds) for every variant on one axis."""
     plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     logs = {v: [read_csv(d / "metrics.csv") for d in dirs] for v, dirs in run_dirs.items() if dirs}
     cosines = {v: np.concatenate([_column(rows, "cosine")[1] for rows in runs]) for v, runs in logs.items()}
+    cols = max(1, min(4, len(logs)))
+    hist_rows = max(1, math.ceil(len(logs) / cols))
+    fig = plt.figure(figsize=(3.2 * cols + 1, 2.3 * hist_rows + 4))
+    grid = fig.add_gridspec(hist_rows + 1, cols, height_ratios=[1] * hist_rows + [1.6])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     pooled = np.concatenate(list(cosines.values())) if cosines else np.zeros(0)
     bins = np.linspace(min(-0.05, pooled.min()), max(0.05, pooled.max()), 31) if len(pooled) else 30
-    window = 0
-    for i, (variant, runs) in enumerate(logs.items()):
-        color = colors[i % len(colors)]
+    first = None
+    for i, variant in enumerate(logs):
+        ax = fig.add_subplot(grid[i // cols, i % cols], sharex=first)  # own y: one narrow peak would flatten the rest
+        first = first or ax
         cos = cosines[variant]
         if len(cos):
-            ax1.hist(cos, bins=bins, density=True, histtype="step", linewidth=1.6, color=color,
-                     label=f"{variant} ({(cos < 0).mean():.0%} of steps < 0)")
+            # Weights make each bar the share of that variant's steps, comparable across panels.
+            ax.hist(cos, bins=bins, weights=np.full(len(cos), 1 / len(cos)), color=colors[i % len(colors)])
+            ax.set_title(f"{variant}: {(cos < 0).mean():.0%} of steps < 0", fontsize=9)
+        else:
+            ax.set_title(f"{variant}: no cosine logged", fontsize=9)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("share of steps")
+        if i + cols >= len(logs):  # the lowest panel of its column
+            ax.set_xlabel("cos(main grad, aux grad)")
+    ax2 = fig.add_subplot(grid[hist_rows, :])
+    window = 1
+    for i, (variant, runs) in enumerate(logs.items()):
         series = []
         for rows in runs:
             steps, proj = _column(rows, "projected")
-            window = max(window, max(1, len(proj) // 10))
-            series.append((steps, smooth(proj, max(1, len(proj) // 10))))
+            w = smoothing_window(len(proj))
+            window = max(window, w)
+            series.append((steps, smooth(proj, w)))
         unit = "share of news vectors" if variant == "repr-space" else "share of steps"
         # Mean line only: seven min-max bands on one axis would hide each other.
-        _band(ax2, series, f"{variant} ({unit})", color, band=False)
-    ax1.axvline(0, color="black", linewidth=0.8)
-    ax1.set_xlabel("cosine(main-task gradient, auxiliary gradient)")
-    ax1.set_ylabel("density over training steps")
-    ax1.set_title("Gradient conflict: cosine distribution (negative = conflict)")
+        _band(ax2, series, f"{variant} ({unit})", colors[i % len(colors)], band=False)
     ax2.set_xlabel("optimizer step")
-    ax2.set_ylabel(f"projected share (rolling mean, window {window or 1} steps)")
+    ax2.set_ylabel(f"projected share\n(rolling mean, {window} steps)")
     ax2.set_title("Surgery activity over training")
     ax2.set_ylim(-0.05, 1.05)
-    for ax, has in ((ax1, len(pooled) > 0), (ax2, bool(logs))):
-        ax.grid(alpha=0.3)
-        if has:
-            ax.legend(fontsize=8)
-        else:
-            _no_data(ax, "no finished surgery runs")
-    fig.suptitle("Main vs auxiliary gradients in the surgery variants")
+    ax2.grid(alpha=0.3)
+    if logs:
+        ax2.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        _no_data(ax2, "no finished surgery runs")
+    fig.suptitle("Main vs auxiliary gradients in the surgery variants (cosine per step; seeds pooled)")
     fig.tight_layout()
     try:
         return _save(fig, Path(out_png))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ class ReportContext:
     wall_seconds: float  # this invocation
     planned: int  # runs in the plan (finished or not)
     extra: list[str] = field(default_factory=list)  # notes such as "report only"
+    invocations: list[dict] = field(default_factory=list)  # every completed invocation, this one included
+    load: tuple[float, float] | None = None  # 1-minute load average at the start and end of this invocation
 
 
 def _num(x, digits: int = 4) -> str:
@@ -114,18 +117,26 @@ def _seed_claim(rows: list[Row]) -> list[str]:
         deltas = [f"{r.variant} {100 * (r.mean['auc'] - ref.mean['auc']):+.2f}" for r in rows
                   if r.trained and r.variant != REFERENCE]
         if deltas:
-            out.append(f"Observed ΔAUC vs mtrec, in points: {', '.join(deltas)}.")
+            out += ["", f"Observed ΔAUC vs mtrec, in points: {', '.join(deltas)}."]
     return out
 
 
 def _timing(rows: list[Row], results: list[dict], ctx: ReportContext) -> list[str]:
-    total = sum(r["seconds"] for r in results)
-    out = [f"- Wall time of this invocation: {_duration(ctx.wall_seconds)}.",
-           f"- Sum of run times (training + evaluation, over all invocations): {_duration(total)}; "
+    run_total = sum(r["seconds"] for r in results)
+    total = sum(i["seconds"] for i in ctx.invocations) or ctx.wall_seconds
+    n = max(1, len(ctx.invocations))
+    out = [f"- Total wall time: {_duration(total)} over {n} invocation{'s' * (n != 1)} of `mtnews experiment` "
+           f"(this one: {_duration(ctx.wall_seconds)}; an invocation killed midway is not counted, but the runs "
+           f"it finished are in the sum below).",
+           f"- Sum of run times (training + evaluation, over all invocations): {_duration(run_total)}; "
            f"{len(results)} of {ctx.planned} planned runs finished."]
+    if ctx.load is not None:
+        # Timings on a shared machine scale with contention; the load says how much there was.
+        out.append(f"- 1-minute load average at the start / end of this invocation: {ctx.load[0]:.1f} / "
+                   f"{ctx.load[1]:.1f}, on {os.cpu_count()} CPUs.")
     resumed = [f"{r['variant']} seed {r['seed']}" for r in results if r.get("resumed")]
     if resumed:
-        out.append(f"- Resumed from a checkpoint (their seconds count only the attempt that finished them): "
+        out.append(f"- Continued from an earlier attempt (their seconds count only the attempt that finished them): "
                    f"{', '.join(resumed)}.")
     by = {r.variant: r for r in rows}
     if "repr-space" in by and REFERENCE in by:

@@ -145,8 +145,9 @@ def execute(spec: RunSpec, data: Path, evaluator: Evaluator) -> dict:
     from mtnews.train.loop import train
 
     t0 = time.perf_counter()
-    resumed = False
-    if spec.trained and not (spec.dir / "final").is_dir():
+    # "resumed": an earlier attempt did part of the work, so this attempt's seconds undercount the run.
+    resumed = spec.trained and (spec.dir / "final").is_dir()
+    if spec.trained and not resumed:
         resumed = spec.dir.is_dir() and bool(checkpoint_dirs(spec.dir))
         # resume=True also covers a fresh directory (no checkpoint: it starts at step 0), and a run killed
         # before its first checkpoint restarts cleanly (train truncates its logs to the restored step).

@@ -106,7 +106,7 @@ class RichListener:
         self.progress.stop()
 
 
-def record_invocation(out: Path, seconds: float, runs_done: int, report_only: bool) -> list[dict]:
+def record_invocation(out: Path, seconds: float, runs_done: int, report_only: bool, load: tuple) -> list[dict]:
     """Append this invocation to EXP_DIR/invocations.json, so the report's total wall time covers resumes."""
     import json
     from datetime import datetime
@@ -116,7 +116,7 @@ def record_invocation(out: Path, seconds: float, runs_done: int, report_only: bo
     path = out / "invocations.json"
     log = json.loads(path.read_text()) if path.is_file() else []
     log.append({"finished": datetime.now().isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-                "runs_done": runs_done, "report_only": report_only})
+                "runs_done": runs_done, "report_only": report_only, "load": [round(x, 2) for x in load]})
     atomic_write_text(path, json.dumps(log, indent=2))
     return log
 
@@ -179,11 +179,11 @@ def _experiment(args: argparse.Namespace) -> int:
     source = f"`{args.config}`" if args.config else "defaults"
     if args.overrides:
         source += " with `" + " ".join(args.overrides) + "`"
-    invocations = record_invocation(out, time.perf_counter() - t0, len(results) - already, args.report_only)
+    invocations = record_invocation(out, time.perf_counter() - t0, len(results) - already, args.report_only,
+                                    (load0, os.getloadavg()[0]))
     ctx = ReportContext(data=data, base=base, config_source=source, seeds=seeds, variants=variants,
                         dataset=dataset, wall_seconds=invocations[-1]["seconds"], planned=len(runs), extra=extra,
-                        invocations=invocations,
-                        load=(load0, os.getloadavg()[0]))
+                        invocations=invocations)
     write_report(out, results, run_dirs, ctx)
     if results:
         console.print(_summary_table(results))

@@ -32,7 +32,6 @@ class ReportContext:
     planned: int  # runs in the plan (finished or not)
     extra: list[str] = field(default_factory=list)  # notes such as "report only"
     invocations: list[dict] = field(default_factory=list)  # every completed invocation, this one included
-    load: tuple[float, float] | None = None  # 1-minute load average at the start and end of this invocation
 
 
 def _num(x, digits: int = 4) -> str:
@@ -130,10 +129,12 @@ def _timing(rows: list[Row], results: list[dict], ctx: ReportContext) -> list[st
            f"it finished are in the sum below).",
            f"- Sum of run times (training + evaluation, over all invocations): {_duration(run_total)}; "
            f"{len(results)} of {ctx.planned} planned runs finished."]
-    if ctx.load is not None:
-        # Timings on a shared machine scale with contention; the load says how much there was.
-        out.append(f"- 1-minute load average at the start / end of this invocation: {ctx.load[0]:.1f} / "
-                   f"{ctx.load[1]:.1f}, on {os.cpu_count()} CPUs.")
+    # Timings on a shared machine scale with contention; the load average says how much there was.
+    worked = [i for i in ctx.invocations if i.get("runs_done") and i.get("load")]
+    if worked:
+        out.append(f"- 1-minute load average (start → end) of the invocations that ran runs, on {os.cpu_count()} "
+                   "CPUs: " + "; ".join(f"{i['runs_done']} runs, {_duration(i['seconds'])}, load "
+                                        f"{i['load'][0]:.1f} → {i['load'][1]:.1f}" for i in worked) + ".")
     resumed = [f"{r['variant']} seed {r['seed']}" for r in results if r.get("resumed")]
     if resumed:
         out.append(f"- Continued from an earlier attempt (their seconds count only the attempt that finished them): "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -236,7 +237,9 @@ class Trainer:
         if self.main:
             self.metrics_log.truncate_after(self.step)
             self.eval_log.truncate_after(self.step)
+        # Redirected to a log file, a bar redrawn every step floods it; there, report every 30 s instead.
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.progress and self.main),
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0,
                    desc="train", unit="step", dynamic_ncols=True)
         last_eval = None
         t_start = time.perf_counter()

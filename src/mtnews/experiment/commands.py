@@ -31,22 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_experiment_config(path: str | None, overrides: list[str]) -> tuple:
     """(base Config, experiment settings) from a YAML whose optional `experiment:` section holds
     `seeds` and `variants`; every other key is the training config, as for `mtnews train`."""
-    import yaml
-
-    from mtnews.config import _merge, load_config, parse_overrides
+    from mtnews.config import _merge, load_config, parse_overrides, read_yaml_mapping
     from mtnews.errors import ConfigError
 
     if path is None:
         return load_config(None, overrides), {}
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
+    data = read_yaml_mapping(p)
     settings = data.pop("experiment", None) or {}
     if not isinstance(settings, dict) or set(settings) - EXPERIMENT_KEYS:
         raise ConfigError(f"{p}: `experiment:` may only hold {', '.join(sorted(EXPERIMENT_KEYS))}")

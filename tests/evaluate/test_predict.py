@@ -286,8 +286,8 @@ def test_chunks_are_exact_row_ranges_across_row_groups(pred_data, tmp_path):
     paths = split_paths(root, "test")
     ids = beh["impression_id"].to_numpy()
     chunks = list(iter_behavior_chunks(paths, 7))
-    assert [c.height for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < chunks[-1].height <= 7
-    np.testing.assert_array_equal(np.concatenate([c["impression_id"].to_numpy() for c in chunks]), ids)
+    assert [c.num_rows for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < chunks[-1].num_rows <= 7
+    np.testing.assert_array_equal(np.concatenate([c.column("impression_id").to_numpy() for c in chunks]), ids)
     for k in (0, 7, 15, len(chunks) - 1):  # start 49, 105 and the last chunk straddle row-group edges
         resumed = list(iter_behavior_chunks(paths, 7, start_row=7 * k))
         assert len(resumed) == len(chunks) - k

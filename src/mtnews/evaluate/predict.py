@@ -262,18 +262,18 @@ def predict(
             bar = tqdm(total=total, initial=state.rows_done, disable=not progress, desc=f"predict {split}",
                        unit="imp")
             try:
-                for df in iter_behavior_chunks(paths, chunk_rows, state.rows_done):
-                    for imps in iter_pieces(df, articles, histories, max_candidates):
+                for table in iter_behavior_chunks(paths, chunk_rows, state.rows_done):
+                    for imps in iter_pieces(table, articles, histories, max_candidates):
                         text, n = render_predictions(imps.impression_id, scorer.score(imps), imps.offsets)
                         side.write(text)
                         state.bytes += len(text)
                         state.impressions += n
                         state.unknown_candidates += imps.unknown
                         release_memory()
-                    state.rows_done += df.height
+                    state.rows_done += table.num_rows
                     state.chunks_done += 1
                     side.commit(state)
-                    bar.update(df.height)
+                    bar.update(table.num_rows)
             finally:
                 bar.close()
                 side.close_text()

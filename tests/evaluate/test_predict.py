@@ -246,11 +246,16 @@ def test_blocked_scoring_equals_unblocked(pred_data, pred_run):
     from mtnews.evaluate.model_scorers import ModelScorer, score_blocked
 
     paths, articles, histories, imps = _validation(pred_data)
+    assert (imps.user_row == 0).any()  # users without a history get the learned empty-user vector
     scorer = ModelScorer(pred_run, paths, articles, histories, "cpu")
     whole = score_impressions(scorer.model, scorer.table, histories, imps)
     tiny_blocks = score_blocked(scorer.model, scorer.table, histories, imps, user_block=3, dot_block=17)
     np.testing.assert_allclose(tiny_blocks, whole, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(scorer.score(imps), score_blocked(scorer.model, scorer.table, histories, imps))
+    # Slot logits looked up per article, as `ModelScorer.score` does, instead of projected per slot.
+    looked_up = score_blocked(scorer.model, scorer.table, histories, imps, user_block=5, logits=scorer.logits)
+    np.testing.assert_allclose(looked_up, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scorer.score(imps), score_blocked(scorer.model, scorer.table, histories, imps,
+                                                                    logits=scorer.logits))
 
 
 def test_split_article_indices_streams_to_the_exploded_answer(pred_data):

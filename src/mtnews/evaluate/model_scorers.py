@@ -1,7 +1,7 @@
 """A trained run as a streaming scorer: encode every article the split needs once, then score chunks.
 
-Memory: the article-vector table ([n_articles, D] float32) is the only state that lives for the whole
-split. Finding the articles a split needs streams the behaviors file in record batches into two boolean
+Memory: the article-vector table ([n_articles, D] float32) and the user encoder's per-article attention
+logits (the same shape) are the only state that lives for the whole split. Finding the articles a split needs streams the behaviors file in record batches into two boolean
 masks (one per article, one per history row), so it never materialises the exploded in-view column of a
 13.5M-impression test set. Scoring a chunk encodes its distinct users in blocks (the user encoder's
 [users, H, D] temporaries would otherwise grow with the chunk: 40k users x 30 x 384 floats is 1.8 GB each)
@@ -62,12 +62,45 @@ def block_sizes(dim: int, history_size: int, elements: int = BLOCK_ELEMENTS) -> 
 
 
 @torch.no_grad()
+def attention_logits(model: MTRec, table: torch.Tensor, indices: np.ndarray, block: int = 4096) -> torch.Tensor:
+    """The user encoder's slot logits q * tanh(W r + b) for the rows `indices` of the article table.
+
+    They depend on the article alone, so computing them once per article replaces a [D, D] projection per
+    (user, history slot): 40k distinct users x 30 slots cost 6.4 s per chunk on 2 CPU cores that way, and
+    1.3 s with this table (lookups, softmax and the weighted sum remain).
+    """
+    enc = model.user_encoder
+    out = torch.zeros_like(table)
+    idx = torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(table.device)
+    for s in range(0, len(idx), block):
+        rows = idx[s : s + block]
+        out[rows] = enc.query * torch.tanh(enc.proj(table[rows]))
+    return out
+
+
+def users_from_logits(model: MTRec, table: torch.Tensor, logits: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+    """`AdditiveAttention.forward(table[hist], hist > 0)` with the slot logits looked up, not recomputed.
+
+    The same masking: padded slots get -inf, a user without history gets the learned empty-user vector.
+    """
+    enc = model.user_encoder
+    mask = hist > 0
+    slot = logits[hist].masked_fill(~mask[..., None], float("-inf"))
+    has_history = mask.any(dim=1, keepdim=True)
+    slot = torch.where(has_history[..., None], slot, torch.zeros_like(slot))
+    user = (torch.softmax(slot, dim=1) * table[hist]).sum(dim=1)
+    return torch.where(has_history, user, enc.empty_user.to(user.dtype).expand_as(user))
+
+
+@torch.no_grad()
 def score_blocked(model: MTRec, table: torch.Tensor, histories: UserHistories, imps: EvalImpressions,
-                  user_block: int | None = None, dot_block: int | None = None) -> np.ndarray:
+                  user_block: int | None = None, dot_block: int | None = None,
+                  logits: torch.Tensor | None = None) -> np.ndarray:
     """Flat float64 scores aligned with `imps.candidates`, in memory bounded by the block sizes.
 
     The same computation as `model_scorer.score_impressions` (one user vector per distinct user of the
-    chunk, then dot products), cut into blocks.
+    chunk, then dot products), cut into blocks. With `logits` (from `attention_logits`) the user encoder's
+    projection is looked up per article instead of recomputed per history slot.
     """
     default_users, default_dot = block_sizes(table.shape[1], histories.history_size)
     user_block, dot_block = user_block or default_users, dot_block or default_dot
@@ -76,7 +109,10 @@ def score_blocked(model: MTRec, table: torch.Tensor, histories: UserHistories, i
     users = torch.empty(len(rows), table.shape[1], dtype=table.dtype, device=device)
     for s in range(0, len(rows), user_block):
         hist = torch.from_numpy(histories.matrix[rows[s : s + user_block]].astype(np.int64)).to(device)
-        users[s : s + user_block] = model.user_encoder(table[hist], hist > 0)
+        if logits is None:
+            users[s : s + user_block] = model.user_encoder(table[hist], hist > 0)
+        else:
+            users[s : s + user_block] = users_from_logits(model, table, logits, hist)
     owner = np.repeat(inverse, np.diff(imps.offsets)).astype(np.int64)
     out = np.empty(len(imps.candidates), dtype=np.float64)
     for s in range(0, len(out), dot_block):
@@ -121,6 +157,8 @@ class ModelScorer:
         self.user_block, self.dot_block = block_sizes(model.dim, histories.history_size)
         self.indices = split_article_indices(paths, articles, histories)
         self.table = encode_articles(self.model, tokens, self.indices, self.device, batch_size)
+        self.logits = attention_logits(self.model, self.table, self.indices)
 
     def score(self, imps: EvalImpressions) -> np.ndarray:
-        return score_blocked(self.model, self.table, self.histories, imps, self.user_block, self.dot_block)
+        return score_blocked(self.model, self.table, self.histories, imps, self.user_block, self.dot_block,
+                             self.logits)

@@ -66,30 +66,31 @@ def attention_logits(model: MTRec, table: torch.Tensor, indices: np.ndarray, blo
     """The user encoder's slot logits q * tanh(W r + b) for the rows `indices` of the article table.
 
     They depend on the article alone, so computing them once per article replaces a [D, D] projection per
-    (user, history slot): 40k distinct users x 30 slots cost 6.4 s per chunk on 2 CPU cores that way, and
-    1.3 s with this table (lookups, softmax and the weighted sum remain).
+    (user, history slot): 40k distinct users x 30 slots (D=384) take 4.3 s through the module on 2 CPU
+    cores and 1.2 s with this table, its own computation for 20k articles included (lookups, softmax and
+    the weighted sum remain). Row PAD holds -inf, so padded slots get zero weight straight from the lookup.
     """
     enc = model.user_encoder
     out = torch.zeros_like(table)
     idx = torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(table.device)
+    idx = idx[idx != PAD]
     for s in range(0, len(idx), block):
         rows = idx[s : s + block]
         out[rows] = enc.query * torch.tanh(enc.proj(table[rows]))
+    out[PAD] = float("-inf")
     return out
 
 
 def users_from_logits(model: MTRec, table: torch.Tensor, logits: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
     """`AdditiveAttention.forward(table[hist], hist > 0)` with the slot logits looked up, not recomputed.
 
-    The same masking: padded slots get -inf, a user without history gets the learned empty-user vector.
+    Padded slots look up -inf (row PAD of `logits`), so they get exactly zero weight; a user without any
+    history (every slot padded, a NaN softmax) gets the learned empty-user vector, as in the module.
     """
-    enc = model.user_encoder
-    mask = hist > 0
-    slot = logits[hist].masked_fill(~mask[..., None], float("-inf"))
-    has_history = mask.any(dim=1, keepdim=True)
-    slot = torch.where(has_history[..., None], slot, torch.zeros_like(slot))
-    user = (torch.softmax(slot, dim=1) * table[hist]).sum(dim=1)
-    return torch.where(has_history, user, enc.empty_user.to(user.dtype).expand_as(user))
+    weights = torch.softmax(logits[hist], dim=1)
+    user = (weights * table[hist]).sum(dim=1)
+    has_history = (hist > 0).any(dim=1, keepdim=True)
+    return torch.where(has_history, user, model.user_encoder.empty_user.to(user.dtype).expand_as(user))
 
 
 @torch.no_grad()

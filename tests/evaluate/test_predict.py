@@ -20,6 +20,7 @@ import pytest
 
 from mtnews.cli import main
 from mtnews.errors import ConfigError, MtnewsError
+from mtnews.model.run import load_run
 
 CHUNK = 4
 HISTORY = 10
@@ -111,7 +112,7 @@ def test_sigkill_then_resume_is_byte_identical(reference_zip, pred_data, pred_ru
 
 
 def _fail_on_call(monkeypatch, n: int) -> None:
-    from mtnews.evaluate.model_scorers import ModelScorer
+    from mtnews.evaluate.run_scorer import ModelScorer
 
     original = ModelScorer.score
     calls = {"n": 0}
@@ -174,7 +175,7 @@ def test_resume_without_a_sidecar_fails(pred_data, pred_run, tmp_path):
 
 def test_finished_text_is_zipped_without_scoring_again(reference_zip, pred_data, pred_run, tmp_path, monkeypatch):
     from mtnews.evaluate import submission
-    from mtnews.evaluate.model_scorers import ModelScorer
+    from mtnews.evaluate.run_scorer import ModelScorer
     from mtnews.evaluate.predict import predict
 
     out = tmp_path / "p.zip"
@@ -191,7 +192,7 @@ def test_finished_text_is_zipped_without_scoring_again(reference_zip, pred_data,
     def no_model(*args, **kwargs):
         raise AssertionError("every chunk was done; nothing should be scored again")
 
-    monkeypatch.setattr(ModelScorer, "__init__", no_model)
+    monkeypatch.setattr(ModelScorer, "for_split", no_model)
     result = predict(pred_run, pred_data, out, chunk_rows=CHUNK, device="cpu")
     assert result["resumed_from_row"] == _test_rows(pred_data)
     assert out.read_bytes() == reference_zip.read_bytes()
@@ -226,14 +227,14 @@ def _validation(pred_data: Path):
 
 def test_evaluate_run_equals_one_shot_metrics_on_the_same_scores(pred_data, pred_run, tmp_path):
     from mtnews.evaluate import ranking_metrics
-    from mtnews.evaluate.model_scorers import ModelScorer
+    from mtnews.evaluate.run_scorer import ModelScorer
 
     js = tmp_path / "m.json"
     assert main(["evaluate", "--run", str(pred_run), "--data", str(pred_data), "--split", "validation",
                  "--chunk", "7", "--json-out", str(js), "--device", "cpu"]) == 0
     got = json.loads(js.read_text())
     paths, articles, histories, imps = _validation(pred_data)
-    scorer = ModelScorer(pred_run, paths, articles, histories, "cpu")
+    scorer = ModelScorer.for_split(load_run(pred_run), paths, articles, histories)
     scores = np.concatenate([scorer.score(c) for c in imps.chunks(7)])
     want = ranking_metrics(imps.labels, scores, offsets=imps.offsets)
     assert got == {**want, "unknown_candidates": 0}
@@ -241,28 +242,36 @@ def test_evaluate_run_equals_one_shot_metrics_on_the_same_scores(pred_data, pred
     np.testing.assert_allclose(scorer.score(imps), scores, rtol=1e-5, atol=1e-6)
 
 
-def test_blocked_scoring_equals_unblocked(pred_data, pred_run):
-    from mtnews.evaluate.model_scorer import score_impressions
-    from mtnews.evaluate.model_scorers import ModelScorer, score_blocked
+def test_model_scorer_equals_the_module_forward_per_impression(pred_data, pred_run):
+    """The streamed kernel (slot logits looked up per article, users and dots in blocks) against the
+    training path written out per impression: `AdditiveAttention.forward` on gathered history vectors."""
+    import torch
+
+    from mtnews.evaluate.run_scorer import ModelScorer
 
     paths, articles, histories, imps = _validation(pred_data)
     assert (imps.user_row == 0).any()  # users without a history get the learned empty-user vector
-    scorer = ModelScorer(pred_run, paths, articles, histories, "cpu")
-    whole = score_impressions(scorer.model, scorer.table, histories, imps)
-    tiny_blocks = score_blocked(scorer.model, scorer.table, histories, imps, user_block=3, dot_block=17)
-    np.testing.assert_allclose(tiny_blocks, whole, rtol=1e-5, atol=1e-6)
-    # Slot logits looked up per article, as `ModelScorer.score` does, instead of projected per slot.
-    looked_up = score_blocked(scorer.model, scorer.table, histories, imps, user_block=5, logits=scorer.logits)
-    np.testing.assert_allclose(looked_up, whole, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(scorer.score(imps), score_blocked(scorer.model, scorer.table, histories, imps,
-                                                                    logits=scorer.logits))
+    run = load_run(pred_run)
+    scorer = ModelScorer.for_split(run, paths, articles, histories)
+    table = scorer.vectors.vectors
+    want = []
+    with torch.no_grad():
+        for m in range(len(imps)):
+            hist = torch.from_numpy(histories.matrix[imps.user_row[m]].astype(np.int64))[None]
+            user = run.model.user_encoder(table[hist], hist > 0)[0]
+            cands = torch.from_numpy(imps.candidates[imps.offsets[m] : imps.offsets[m + 1]].astype(np.int64))
+            want.append((table[cands] @ user).double().numpy())
+    want = np.concatenate(want)
+    np.testing.assert_allclose(scorer.score(imps), want, rtol=1e-5, atol=1e-6)
+    tiny_blocks = scorer.vectors.score(histories, imps, user_block=3, dot_block=17)
+    np.testing.assert_allclose(tiny_blocks, want, rtol=1e-5, atol=1e-6)
 
 
 def test_split_article_indices_streams_to_the_exploded_answer(pred_data):
     from mtnews.data.articles import load_articles
     from mtnews.data.history import load_histories
     from mtnews.data.layout import split_paths
-    from mtnews.evaluate.model_scorers import split_article_indices
+    from mtnews.evaluate.run_scorer import split_article_indices
 
     paths = split_paths(pred_data, "test")
     articles = load_articles(paths.articles)
@@ -280,7 +289,7 @@ def test_chunks_are_exact_row_ranges_across_row_groups(pred_data, tmp_path):
     import shutil
 
     from mtnews.data.layout import split_paths
-    from mtnews.evaluate.runner import iter_behavior_chunks
+    from mtnews.evaluate.streaming import iter_behavior_chunks
 
     root = tmp_path / "d"
     (root / "test").mkdir(parents=True)
@@ -302,7 +311,7 @@ def test_chunks_are_exact_row_ranges_across_row_groups(pred_data, tmp_path):
 
 
 def test_piece_bounds_cap_candidates():
-    from mtnews.evaluate.runner import piece_bounds
+    from mtnews.evaluate.streaming import piece_bounds
 
     lengths = np.array([10] * 30 + [250] * 12 + [9] * 5)
     b = piece_bounds(lengths, 600)
@@ -316,7 +325,7 @@ def test_pieces_do_not_change_streamed_metrics(pred_data):
     from mtnews.data.articles import load_articles
     from mtnews.data.history import load_histories
     from mtnews.data.layout import split_paths
-    from mtnews.evaluate.runner import run_scorer
+    from mtnews.evaluate.streaming import run_scorer
     from mtnews.evaluate.scorers import OracleScorer
 
     paths = split_paths(pred_data, "validation")

@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save_file
 from mtnews.config import load_config
 from mtnews.data.articles import load_articles
 from mtnews.errors import CheckpointError, ConfigError
-from mtnews.model.build import build_model, load_run, load_weights, run_weights, save_weights, trainable_state
+from mtnews.model.build import build_model, load_weights, save_weights, trainable_state
+from mtnews.model.run import run_weights
 from mtnews.model.pretrained import resolve_pretrained
 
 
@@ -27,7 +28,7 @@ def _trainable(model):
 
 
 def test_lora_trains_adapters_and_heads_only(tiny_bert, articles):
-    model, tok = build_model(_cfg(tiny_bert, "--model.lora.r", "4"), articles)
+    model, tok = build_model(_cfg(tiny_bert, "--model.lora.r", "4"), articles.vocab)
     names = _trainable(model)
     bert = {n for n in names if n.startswith("bert.")}
     assert bert and all("lora_" in n for n in bert)
@@ -39,7 +40,7 @@ def test_lora_trains_adapters_and_heads_only(tiny_bert, articles):
 
 
 def test_full_fine_tune_with_frozen_lower_layers(tiny_bert, articles):
-    model, _ = build_model(_cfg(tiny_bert, "--model.lora.enabled", "false", "--model.freeze_layers", "1"), articles)
+    model, _ = build_model(_cfg(tiny_bert, "--model.lora.enabled", "false", "--model.freeze_layers", "1"), articles.vocab)
     names = _trainable(model)
     assert not any("embeddings" in n or ".layer.0." in n for n in names)
     assert any(".layer.1." in n for n in names)
@@ -54,7 +55,7 @@ def test_full_fine_tune_with_frozen_lower_layers(tiny_bert, articles):
 def test_save_and_load_round_trip_restores_exactly(tiny_bert, articles, tmp_path):
     cfg = _cfg(tiny_bert)
     torch.manual_seed(0)
-    a, _ = build_model(cfg, articles)
+    a, _ = build_model(cfg, articles.vocab)
     with torch.no_grad():
         for p in a.parameters():
             if p.requires_grad:
@@ -63,7 +64,7 @@ def test_save_and_load_round_trip_restores_exactly(tiny_bert, articles, tmp_path
     saved = load_file(str(tmp_path / "w.safetensors"))
     assert set(saved) == _trainable(a)  # only trainable tensors are written; frozen BERT comes from pretrained
     torch.manual_seed(1)
-    b, _ = build_model(cfg, articles)
+    b, _ = build_model(cfg, articles.vocab)
     load_weights(b, tmp_path / "w.safetensors")
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -72,7 +73,7 @@ def test_save_and_load_round_trip_restores_exactly(tiny_bert, articles, tmp_path
 
 
 def test_load_weights_errors(tiny_bert, articles, tmp_path):
-    model, _ = build_model(_cfg(tiny_bert), articles)
+    model, _ = build_model(_cfg(tiny_bert), articles.vocab)
     with pytest.raises(CheckpointError, match="not found"):
         load_weights(model, tmp_path / "missing.safetensors")
     p = tmp_path / "w.safetensors"
@@ -81,7 +82,7 @@ def test_load_weights_errors(tiny_bert, articles, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_weights(model, p)
     # weights of another model (LoRA off) do not silently half-load
-    other, _ = build_model(_cfg(tiny_bert, "--model.lora.enabled", "false"), articles)
+    other, _ = build_model(_cfg(tiny_bert, "--model.lora.enabled", "false"), articles.vocab)
     save_weights(other, p)
     with pytest.raises(CheckpointError, match="do not match"):
         load_weights(model, p)
@@ -93,26 +94,20 @@ def test_load_weights_errors(tiny_bert, articles, tmp_path):
         load_weights(model, p)
 
 
-def test_run_weights_preference_and_load_run(tiny_bert, articles, tmp_path):
+def test_run_weights_preference(tiny_bert, articles, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match="no trained weights"):
         run_weights(run)
-    cfg = _cfg(tiny_bert)
-    model, _ = build_model(cfg, articles)
+    model, _ = build_model(_cfg(tiny_bert), articles.vocab)
     for sub in ("checkpoints/step-5", "checkpoints/step-40", "checkpoints/step-100", "final"):
         save_weights(model, run / sub / "model.safetensors")
     assert run_weights(run) == run / "final" / "model.safetensors"
     save_weights(model, run / "best" / "model.safetensors")
     assert run_weights(run) == run / "best" / "model.safetensors"
-    with pytest.raises(CheckpointError, match="no config.yaml"):
-        load_run(run, articles)
-    (run / "config.yaml").write_text(cfg.to_yaml())
-    loaded, loaded_cfg, _ = load_run(run, articles)
-    assert loaded_cfg == cfg and not loaded.training
 
 
 def test_run_weights_falls_back_to_the_numerically_latest_checkpoint(tiny_bert, articles, tmp_path):
-    model, _ = build_model(_cfg(tiny_bert), articles)
+    model, _ = build_model(_cfg(tiny_bert), articles.vocab)
     for sub in ("step-5", "step-40", "step-100"):
         save_weights(model, tmp_path / "checkpoints" / sub / "model.safetensors")
     assert run_weights(tmp_path) == tmp_path / "checkpoints" / "step-100" / "model.safetensors"

@@ -36,7 +36,7 @@ def setup(tiny_dataset, tiny_bert):
                              "--tasks.category", "0.3", "--tasks.sentiment", "0.2", "--tasks.ner", "0.1"])
     split = load_split(tiny_dataset(), "train", H)
     torch.manual_seed(0)
-    model, tokenizer = build_model(cfg, split.articles)
+    model, tokenizer = build_model(cfg, split.articles.vocab)
     model.eval()
     tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
     samples = split.train_samples(4, seed=0)
@@ -176,7 +176,7 @@ def test_inactive_tasks_have_no_head_and_no_loss(tiny_dataset, tiny_bert):
     cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--model.lora.enabled", "false",
                              "--tasks.category", "0", "--tasks.sentiment", "0.5", "--tasks.ner", "0"])
     split = load_split(tiny_dataset(), "train", H)
-    model, tokenizer = build_model(cfg, split.articles)
+    model, tokenizer = build_model(cfg, split.articles.vocab)
     tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
     samples = split.train_samples(2, seed=0)
     _, losses = model(BatchBuilder(samples, split.histories, split.articles, tokens)(np.arange(len(samples))))
@@ -185,22 +185,22 @@ def test_inactive_tasks_have_no_head_and_no_loss(tiny_dataset, tiny_bert):
 
 
 def test_cached_evaluator_matches_naive_per_impression_scoring(small_synth, tiny_bert):
-    """score_split (encode each article once, score chunks) = encoding every impression's history and
+    """score_in_memory (encode each article once, score chunks) = encoding every impression's history and
     candidates on their own and taking dot products, impression by impression."""
-    from mtnews.evaluate.model_scorer import score_split
+    from mtnews.model.scoring import score_in_memory
 
     cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--data.history_size", "10"])
     split = load_split(small_synth, "validation", 10)
     torch.manual_seed(0)
-    model, tokenizer = build_model(cfg, split.articles)
+    model, tokenizer = build_model(cfg, split.articles.vocab)
     with torch.no_grad():  # non-zero LoRA B matrices, so the adapters take part in the comparison too
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     tokens = tokenize_titles(split.articles.titles, tokenizer, 16)
     imps = split.eval_impressions().slice(0, 40)
-    model.train()  # score_split must switch dropout off itself, and restore the mode afterwards
-    got = score_split(model, tokens, split.histories, imps, chunk=7, batch_size=16)
+    model.train()  # score_in_memory must switch dropout off itself, and restore the mode afterwards
+    got = score_in_memory(model, tokens, split.histories, imps, chunk=7, batch_size=16)
     assert model.training
 
     model.eval()

@@ -97,3 +97,21 @@ def test_float32_padding_invariance_within_1e_6():
     padded = torch.cat([torch.zeros(1, 23, 32), clicks], 1)
     mask = torch.cat([torch.zeros(1, 23, dtype=torch.bool), torch.ones(1, 7, dtype=torch.bool)], 1)
     torch.testing.assert_close(enc(padded, mask), full, rtol=0, atol=1e-6)
+
+
+def test_table_lookup_path_equals_forward_with_empty_users():
+    """`from_tables` (inference: slot logits looked up per article) = `forward` (training), empty users too."""
+    enc = _encoder(3).float()
+    torch.manual_seed(3)
+    n, d = 12, D
+    vectors = torch.randn(n, d)
+    vectors[0] = 0.0  # PAD
+    logits = enc.slot_logits(vectors).detach()
+    logits[0] = float("-inf")
+    hist = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 11], [7, 7, 7, 2, 9]])
+    with torch.no_grad():
+        looked_up = enc.from_tables(vectors, logits, hist)
+        direct = enc(vectors[hist], hist > 0)
+    torch.testing.assert_close(looked_up, direct, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(looked_up[2], enc.empty_user.detach())  # the all-padding row
+    assert torch.isfinite(looked_up).all()

@@ -26,7 +26,7 @@ def served_run(tmp_path_factory, small_synth, tiny_bert) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(served_run, small_synth):
-    from mtnews.serve.engine import Recommender
+    from mtnews.recommender import Recommender
 
     return Recommender.from_run(served_run, small_synth, "validation", device="cpu", cache_size=100)
 

@@ -18,12 +18,13 @@ def reference(served_run, small_synth, engine):
     """Validation impressions and `mtnews evaluate --run`'s scores for them (ModelScorer)."""
     from mtnews.data.impressions import build_eval_impressions
     from mtnews.data.layout import split_paths
-    from mtnews.evaluate.model_scorers import ModelScorer
+    from mtnews.evaluate.run_scorer import ModelScorer
+    from mtnews.model.run import load_run
 
     paths = split_paths(small_synth, "validation")
     beh = pl.read_parquet(paths.behaviors)
     imps = build_eval_impressions(beh, engine.articles, engine.histories)
-    scorer = ModelScorer(served_run, paths, engine.articles, engine.histories, "cpu")
+    scorer = ModelScorer.for_split(load_run(served_run), paths, engine.articles, engine.histories)
     return beh["user_id"].cast(pl.Int64).to_numpy(), imps, scorer.score(imps)
 
 

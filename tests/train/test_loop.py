@@ -98,7 +98,7 @@ def test_optimizer_and_surgery_fit_a_fixed_batch(small_synth, tiny_bert, mode, s
     cfg = _cfg(tiny_bert, "--model.lora.enabled", "false", "--train.surgery", mode, "--train.surgery_space", space)
     split = load_split(small_synth, "train", 10)
     torch.manual_seed(0)
-    model, tok = build_model(cfg, split.articles)
+    model, tok = build_model(cfg, split.articles.vocab)
     model.eval()
     tokens = tokenize_titles(split.articles.titles, tok, 16)
     batch = BatchBuilder(split.train_samples(4, 0), split.histories, split.articles, tokens)(np.arange(16))

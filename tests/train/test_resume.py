@@ -118,7 +118,7 @@ def parts(tiny_dataset, tiny_bert):
     def make():
         cfg = load_config(None, ["--model.pretrained", str(tiny_bert)])
         torch.manual_seed(0)
-        model, _ = build_model(cfg, load_articles(tiny_dataset(f"d{len(made)}") / "articles.parquet"))
+        model, _ = build_model(cfg, load_articles(tiny_dataset(f"d{len(made)}") / "articles.parquet").vocab)
         heads = [p for ps in model.head_parameters().values() for p in ps]
         opt = torch.optim.AdamW([{"params": model.shared_parameters(), "lr": 1e-3}, {"params": heads, "lr": 1e-2}])
         sched = get_linear_schedule_with_warmup(opt, 2, 10)

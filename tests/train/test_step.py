@@ -54,7 +54,7 @@ def _model(data, tiny_bert, mode: str, space: str, lora: bool = False):
                              "--data.history_size", "8", "--train.surgery", mode, "--train.surgery_space", space,
                              "--tasks.category", "0.7", "--tasks.sentiment", "0.4"])
     torch.manual_seed(0)
-    model, _ = build_model(cfg, split.articles)
+    model, _ = build_model(cfg, split.articles.vocab)
     return model.eval()
 
 

@@ -21,6 +21,27 @@ FIRST = 2
 IGNORE = -100  # torch's cross-entropy ignore_index, for pad/unknown/unlabelled articles
 
 
+@dataclass(frozen=True)
+class LabelVocab:
+    """The auxiliary tasks' label names in head order: what a trained head's output k means.
+
+    A run stores the vocabulary it was trained with; loading another articles file with it maps that
+    file's labels onto the run's heads by name (labels the run never saw become IGNORE).
+    """
+
+    categories: tuple[str, ...]
+    sentiments: tuple[str, ...]
+    entity_groups: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"categories": list(self.categories), "sentiments": list(self.sentiments),
+                "entity_groups": list(self.entity_groups)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelVocab":
+        return cls(tuple(d["categories"]), tuple(d["sentiments"]), tuple(d["entity_groups"]))
+
+
 @dataclass
 class ArticleTable:
     article_ids: np.ndarray  # int64 [n]; -1 at PAD and UNK
@@ -48,6 +69,10 @@ class ArticleTable:
     def num_categories(self) -> int:
         return len(self.category_names)
 
+    @property
+    def vocab(self) -> LabelVocab:
+        return LabelVocab(tuple(self.category_names), tuple(schema.SENTIMENT_LABELS), tuple(self.entity_names))
+
     def index(self, ids: np.ndarray) -> np.ndarray:
         """Map article ids to dense indices; unknown ids map to UNK. Vectorised binary search."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -58,15 +83,25 @@ class ArticleTable:
         return np.where(found, self._sorted_pos[pos], UNK).astype(np.int32)
 
 
-def _class_index(values: pl.Series) -> tuple[np.ndarray, list]:
-    """Dense class ids for a label column (nulls -> IGNORE), classes sorted for reproducibility."""
-    classes = values.drop_nulls().unique().sort().to_list()
+def _class_index(values: pl.Series, classes: list | None = None) -> tuple[np.ndarray, list]:
+    """Dense class ids for a label column (nulls and labels outside `classes` -> IGNORE).
+
+    Without `classes`, the column's own labels, sorted for reproducibility.
+    """
+    if classes is None:
+        classes = values.drop_nulls().unique().sort().to_list()
     mapping = pl.DataFrame({"v": classes, "i": np.arange(len(classes), dtype=np.int64)}, schema={"v": values.dtype, "i": pl.Int64})
     idx = pl.DataFrame({"v": values}).join(mapping, on="v", how="left", maintain_order="left")["i"]
     return idx.fill_null(IGNORE).to_numpy().astype(np.int64), classes
 
 
-def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable:
+def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVocab | None = None) -> ArticleTable:
+    """The article table of an articles.parquet.
+
+    With `vocab` (a trained run's), labels are indexed in the run's head order and the entity groups are
+    the run's, whatever this file holds; otherwise they come from the file (the `max_entity_groups` most
+    frequent entity groups).
+    """
     path = Path(path)
     sch = schema.validate(path, schema.REQUIRED_ARTICLES, schema.OPTIONAL_ARTICLES)
     cols = ["article_id", "title"] + [c for c in schema.OPTIONAL_ARTICLES if c in sch]
@@ -87,10 +122,13 @@ def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable
     if "category_str" in df.columns or "category" in df.columns:
         # Prefer the readable name, so class names in reports and the API are words.
         label_col = "category_str" if "category_str" in df.columns else "category"
-        cat_idx, classes = _class_index(df[label_col])
+        labels = df[label_col] if vocab is None else df[label_col].cast(pl.String)
+        cat_idx, classes = _class_index(labels, None if vocab is None else list(vocab.categories))
         category, category_names = with_pad(cat_idx, IGNORE), [str(c) for c in classes]
     else:
         category, category_names = np.full(n, IGNORE, dtype=np.int64), []
+    if vocab is not None:
+        category_names = list(vocab.categories)
 
     if "sentiment_label" in df.columns:
         lab = pl.DataFrame({"v": list(schema.SENTIMENT_LABELS), "i": np.arange(3, dtype=np.int64)})
@@ -101,16 +139,20 @@ def load_articles(path: str | Path, max_entity_groups: int = 10) -> ArticleTable
 
     entities = np.zeros((n, 0), dtype=np.float32)
     entity_names: list[str] = []
-    if "entity_groups" in df.columns and max_entity_groups > 0:
+    if vocab is not None:
+        entities = np.zeros((n, len(vocab.entity_groups)), dtype=np.float32)
+        entity_names = list(vocab.entity_groups)
+    if "entity_groups" in df.columns and (max_entity_groups > 0 if vocab is None else entity_names):
         ex = (
             df.select(pl.int_range(FIRST, n).alias("row"), pl.col("entity_groups").cast(pl.List(pl.String)))
             .explode("entity_groups")
             .drop_nulls()
         )
         # Ties broken by name, so the label space depends on the articles, not on their row order.
-        counts = ex["entity_groups"].value_counts(name="n")
-        top = counts.sort(["n", "entity_groups"], descending=[True, False]).head(max_entity_groups)
-        entity_names = sorted(top["entity_groups"].to_list())
+        if vocab is None:
+            counts = ex["entity_groups"].value_counts(name="n")
+            top = counts.sort(["n", "entity_groups"], descending=[True, False]).head(max_entity_groups)
+            entity_names = sorted(top["entity_groups"].to_list())
         if entity_names:
             ex = ex.join(
                 pl.DataFrame({"entity_groups": entity_names, "g": np.arange(len(entity_names), dtype=np.int64)}),

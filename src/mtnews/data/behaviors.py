@@ -12,7 +12,7 @@ from mtnews.data.layout import SplitPaths
 from mtnews.errors import DataError
 
 
-def _columns(paths: SplitPaths, extra: tuple[str, ...] = ()) -> list[str]:
+def behavior_columns(paths: SplitPaths, extra: tuple[str, ...] = ()) -> list[str]:
     required = schema.REQUIRED_BEHAVIORS_LABELLED if paths.labelled else schema.REQUIRED_BEHAVIORS
     sch = schema.validate(paths.behaviors, required)
     cols = list(required)
@@ -30,13 +30,13 @@ def _check(df: pl.DataFrame, paths: SplitPaths) -> pl.DataFrame:
 
 
 def read_behaviors(paths: SplitPaths, extra: tuple[str, ...] = ()) -> pl.DataFrame:
-    cols = _columns(paths, extra)
+    cols = behavior_columns(paths, extra)
     return _check(schema.read_frame(paths.behaviors, cols), paths)
 
 
 def iter_behaviors(paths: SplitPaths, chunk_rows: int, extra: tuple[str, ...] = ()) -> Iterator[pl.DataFrame]:
     """Stream behaviors in chunks of rows, so memory does not grow with the number of impressions."""
-    cols = _columns(paths, extra)
+    cols = behavior_columns(paths, extra)
     pf = pq.ParquetFile(paths.behaviors)
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
         yield _check(pl.from_arrow(batch), paths)

@@ -65,7 +65,11 @@ def read_history(path: str | Path) -> pl.DataFrame:
 
 
 def load_histories(path: str | Path, articles: ArticleTable, history_size: int) -> UserHistories:
-    df = read_history(path)
+    return build_histories(read_history(path), articles, history_size)
+
+
+def build_histories(df: pl.DataFrame, articles: ArticleTable, history_size: int) -> UserHistories:
+    """UserHistories from a frame of `user_id` (unique) and `article_id_fixed` (clicked ids, oldest first)."""
     # The list is in time order, so the last H clicks are the most recent ones.
     df = df.select(
         pl.col("user_id").cast(pl.Int64),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+# The names of evaluate/split_scoring.BASELINES, kept here so `mtnews --help` imports no torch.
 SCORERS = ("random", "popularity", "oracle")
 
 
@@ -39,64 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
-def make_scorer(name: str | None, run: str | None, paths, articles, histories, seed: int = 0, device: str = "auto"):
-    from mtnews.evaluate.scorers import OracleScorer, PopularityScorer, RandomScorer
-
-    if run:
-        from mtnews.evaluate.model_scorers import ModelScorer
-
-        return ModelScorer(run, paths, articles, histories, device)
-    if name == "random":
-        return RandomScorer(seed)
-    if name == "popularity":
-        return PopularityScorer(paths.root)
-    return OracleScorer(paths)
-
-
-def run_history_size(run: str | None) -> int:
-    """The run's data.history_size (histories must be built with it); 30 for the baselines."""
-    if not run:
-        return 30  # baselines ignore histories
-    from pathlib import Path
-
-    from mtnews.config import load_config
-    from mtnews.errors import CheckpointError
-
-    cfg_path = Path(run) / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run}: not a run directory (no config.yaml)")
-    return load_config(cfg_path).data.history_size
-
-
-def score(args: argparse.Namespace, predictions_out: str | None) -> dict:
-    from mtnews.data.articles import load_articles
-    from mtnews.data.history import load_histories
-    from mtnews.data.layout import split_paths
-    from mtnews.errors import ConfigError
-    from mtnews.evaluate.runner import run_scorer
-
-    if args.chunk <= 0:
-        raise ConfigError(f"--chunk must be a positive integer, got {args.chunk}")
-    paths = split_paths(args.data, args.split)
-    articles = load_articles(paths.articles)
-    histories = load_histories(paths.history, articles, run_history_size(args.run))
-    scorer = make_scorer(getattr(args, "scorer", None), args.run, paths, articles, histories,
-                         getattr(args, "seed", 0), args.device)
-    return run_scorer(scorer, paths, articles, histories, args.chunk, predictions_out, progress=True)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mtnews.errors import ConfigError
-    from mtnews.evaluate.report import metrics_table
+    from mtnews.evaluate.split_scoring import score_split
+    from mtnews.evaluate.tables import metrics_table
     from mtnews.io import atomic_write_text
 
-    if not args.scorer and not args.run:
-        raise ConfigError("evaluate needs --scorer random|popularity|oracle or --run RUN_DIR")
-    if args.split == "test" and not args.predictions_out:
-        raise ConfigError("the test split has no clicks to evaluate; add --predictions-out to write predictions")
-    result = score(args, args.predictions_out)
+    result = score_split(args.data, args.split, scorer=args.scorer, run=args.run, chunk=args.chunk,
+                         predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True)
     name = args.run or args.scorer
     console = Console()
     if "auc" in result:

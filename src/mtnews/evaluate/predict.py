@@ -63,26 +63,15 @@ def _file_id(path: Path) -> dict:
     return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(run_dir: str | os.PathLike, weights: Path, paths, chunk_rows: int, max_candidates: int,
-                device: str) -> str:
-    """What the text depends on: the run's config and weights (by content), the split's files (by size
-    and modification time), the chunking, the device type and the library versions."""
+def fingerprint(run, paths, chunk_rows: int, max_candidates: int, device: str) -> str:
+    """What the text depends on: the run (config, run.json, weights, by content), the split's files (by
+    size and modification time), the chunking, the device type and the library versions."""
     import torch
 
     from mtnews import __version__
 
-    run_dir = Path(run_dir)
     parts = {
-        "config": _sha256(run_dir / "config.yaml"),
-        "weights": _sha256(weights),
+        "run": run.fingerprint(),
         "split": paths.split,
         "files": [_file_id(p) for p in (paths.behaviors, paths.history, paths.articles)],
         "chunk_rows": chunk_rows,
@@ -185,7 +174,7 @@ class Sidecar:
 
 
 def predict(
-    run_dir: str | os.PathLike,
+    run_dir,
     data: str | os.PathLike,
     out: str | os.PathLike,
     split: str = "test",
@@ -197,7 +186,9 @@ def predict(
     progress: bool = False,
     log=None,
 ) -> dict:
-    """Write ``out`` (a predictions.zip) for `split` of `data` with the run in `run_dir`, resumably.
+    """Write ``out`` (a predictions.zip) for `split` of `data` with a run, resumably.
+
+    `run_dir` is a run directory or a `Run` already loaded; either way the run is loaded once.
 
     Args:
         resume: "auto" continues a matching sidecar and replaces any other; "require" fails unless a
@@ -209,15 +200,14 @@ def predict(
     """
     from tqdm.auto import tqdm
 
-    from mtnews.data.articles import load_articles
     from mtnews.data.behaviors import count_behaviors
     from mtnews.data.history import load_histories
     from mtnews.data.layout import split_paths
-    from mtnews.evaluate.commands import run_history_size
-    from mtnews.evaluate.model_scorers import ModelScorer, resolve_device
-    from mtnews.evaluate.runner import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces, release_memory
+    from mtnews.evaluate.run_scorer import ModelScorer
+    from mtnews.evaluate.streaming import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces, release_memory
     from mtnews.evaluate.submission import DEFAULT_COMPRESSLEVEL, render_predictions, zip_predictions_text
-    from mtnews.model.build import run_weights
+    from mtnews.model.run import Run, load_run
+    from mtnews.model.scoring import resolve_device
 
     def say(msg: str) -> None:
         (log or (lambda m: print(m, file=sys.stderr)))(msg)
@@ -230,9 +220,9 @@ def predict(
     compresslevel = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
     out = Path(out)
     paths = split_paths(data, split)
-    history_size = run_history_size(str(run_dir))
     dev = resolve_device(device)
-    fp = fingerprint(run_dir, run_weights(run_dir), paths, chunk_rows, max_candidates, dev.type)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device=dev)
+    fp = fingerprint(run, paths, chunk_rows, max_candidates, dev.type)
     total = count_behaviors(paths)
 
     side = Sidecar(out)
@@ -255,9 +245,9 @@ def predict(
         resumed_from = state.rows_done
 
         if state.rows_done < total:
-            articles = load_articles(paths.articles)
-            histories = load_histories(paths.history, articles, history_size)
-            scorer = ModelScorer(run_dir, paths, articles, histories, str(dev))
+            articles = run.load_dataset_articles(paths.articles)
+            histories = load_histories(paths.history, articles, run.history_size)
+            scorer = ModelScorer.for_split(run, paths, articles, histories)
             side.open_append(state)
             bar = tqdm(total=total, initial=state.rows_done, disable=not progress, desc=f"predict {split}",
                        unit="imp")

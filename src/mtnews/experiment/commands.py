@@ -27,11 +27,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report from finished runs")
     e.set_defaults(func=_experiment, accepts_overrides=True)
 
+    d = sub.add_parser("demo", help="synthesize, train, evaluate against baselines, plot (the `make demo` job)")
+    d.add_argument("--out", default="runs/demo", help="output folder (data/, run/, results.json, training_curve.png)")
+    d.add_argument("--config", default=None, help="training config (default: configs/demo.yaml when present)")
+    d.add_argument("--users", type=int, default=2000)
+    d.add_argument("--articles", type=int, default=1500)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo, accepts_overrides=True)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mtnews.experiment.demo import run_demo
+
+    run_demo(args.out, args.config, args.overrides, users=args.users, articles=args.articles, seed=args.seed)
+    return 0
+
 
 def load_experiment_config(path: str | None, overrides: list[str]) -> tuple:
     """(base Config, experiment settings) from a YAML whose optional `experiment:` section holds
     `seeds` and `variants`; every other key is the training config, as for `mtnews train`."""
-    from mtnews.config import _merge, load_config, parse_overrides, read_yaml_mapping
+    from mtnews.config import merge_dicts, load_config, parse_overrides, read_yaml_mapping
     from mtnews.errors import ConfigError
 
     if path is None:
@@ -42,7 +57,7 @@ def load_experiment_config(path: str | None, overrides: list[str]) -> tuple:
     if not isinstance(settings, dict) or set(settings) - EXPERIMENT_KEYS:
         raise ConfigError(f"{p}: `experiment:` may only hold {', '.join(sorted(EXPERIMENT_KEYS))}")
     try:
-        cfg = load_config(None, _merge(data, parse_overrides(overrides)) if overrides else data)
+        cfg = load_config(None, merge_dicts(data, parse_overrides(overrides)) if overrides else data)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     return cfg, settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mtnews.io import atomic_path
-from mtnews.plots import smooth
+from mtnews.train.curve import smooth
 from mtnews.train.logs import read_csv
 
 # Figure 4 compares full fine-tuning with LoRA; in this experiment those are the no-lora and mtrec rows.

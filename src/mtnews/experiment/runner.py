@@ -129,13 +129,19 @@ class Evaluator:
         return self._histories[size]
 
     def __call__(self, spec: RunSpec) -> dict:
-        from mtnews.evaluate.commands import make_scorer
-        from mtnews.evaluate.runner import run_scorer
+        from mtnews.evaluate.run_scorer import ModelScorer
+        from mtnews.evaluate.split_scoring import BASELINE_HISTORY, make_baseline
+        from mtnews.evaluate.streaming import run_scorer
+        from mtnews.model.run import load_run
+        from mtnews.model.scoring import resolve_device
 
-        # Baselines ignore histories; 30 is what `mtnews evaluate --scorer` loads for them.
-        hist = self._hist(spec.cfg.data.history_size if spec.trained else 30)
-        scorer = make_scorer(None if spec.trained else spec.variant, str(spec.dir) if spec.trained else None,
-                             self.paths, self.articles, hist, seed=0, device=self.device)
+        if spec.trained:
+            run = load_run(spec.dir, device=resolve_device(self.device))
+            hist = self._hist(run.history_size)
+            scorer = ModelScorer.for_split(run, self.paths, self.articles, hist)
+        else:
+            hist = self._hist(BASELINE_HISTORY)
+            scorer = make_baseline(spec.variant, self.paths, seed=0)
         return run_scorer(scorer, self.paths, self.articles, hist)
 
 

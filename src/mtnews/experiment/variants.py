@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtnews.config import Config, TasksConfig, _merge, load_config
+from mtnews.config import Config, TasksConfig, merge_dicts, load_config
 from mtnews.data.layout import split_paths
 from mtnews.errors import ConfigError
 
@@ -108,4 +108,4 @@ def variant_delta(base: Config, name: str) -> dict:
 def variant_config(base: Config, name: str, seed_offset: int) -> Config:
     """The full, validated training config of one run: variant delta plus train.seed = base seed + offset."""
     delta = {**variant_delta(base, name), "train.seed": base.train.seed + seed_offset}
-    return load_config(None, _merge(base.to_dict(), _nested(delta)))
+    return load_config(None, merge_dicts(base.to_dict(), _nested(delta)))

@@ -2,6 +2,7 @@
 
 Only trainable tensors are saved (LoRA adapters or the fine-tuned encoder, plus user encoder and heads);
 the frozen backbone comes from `model.pretrained` again at load time. Nothing is ever unpickled.
+A run directory as a whole (config, vocabularies, tokenizer, weights) is loaded by `model.run`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mtnews.config import Config, load_config
-from mtnews.data.articles import ArticleTable
+from mtnews.config import Config
+from mtnews.data.articles import LabelVocab
 from mtnews.errors import CheckpointError
 from mtnews.io import atomic_path
 from mtnews.model.mtrec import MTRec
@@ -22,11 +23,19 @@ from mtnews.model.pretrained import load_backbone
 WEIGHTS = "model.safetensors"
 
 
-def build_model(cfg: Config, articles: ArticleTable):
-    """(MTRec, tokenizer) for `cfg`, with heads sized from the article table."""
+def head_sizes(cfg: Config, vocab: LabelVocab) -> dict[str, int]:
+    """Output sizes of the heads the model has (a task switched off, or without labels, has none)."""
+    t = cfg.tasks
+    return {"category": len(vocab.categories) if t.category > 0 else 0,
+            "sentiment": len(vocab.sentiments) if t.sentiment > 0 else 0,
+            "ner": len(vocab.entity_groups) if t.ner > 0 else 0}
+
+
+def build_model(cfg: Config, vocab: LabelVocab):
+    """(MTRec, the backbone's tokenizer) for `cfg`, with heads sized by the label vocabulary."""
     bert, tokenizer = load_backbone(cfg.model.pretrained)
-    n_ent = articles.entities.shape[1] if cfg.tasks.ner > 0 else 0
-    return MTRec(bert, cfg, articles.num_categories, n_ent), tokenizer
+    heads = head_sizes(cfg, vocab)
+    return MTRec(bert, cfg, heads["category"], heads["ner"]), tokenizer
 
 
 def trainable_state(model: MTRec) -> dict[str, torch.Tensor]:
@@ -57,26 +66,3 @@ def load_weights(model: MTRec, path: str | Path) -> None:
             if state[n].shape != p.shape:
                 raise CheckpointError(f"{path}: tensor '{n}' has shape {tuple(state[n].shape)}, expected {tuple(p.shape)}")
             p.copy_(state[n])
-
-
-def run_weights(run_dir: str | Path) -> Path:
-    """The weights a finished run serves: best by validation AUC, else final, else the latest checkpoint."""
-    run_dir = Path(run_dir)
-    for sub in ("best", "final"):
-        if (run_dir / sub / WEIGHTS).is_file():
-            return run_dir / sub / WEIGHTS
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    if ckpts and (ckpts[-1] / WEIGHTS).is_file():
-        return ckpts[-1] / WEIGHTS
-    raise CheckpointError(f"{run_dir}: no trained weights found (expected best/, final/ or checkpoints/step-N/)")
-
-
-def load_run(run_dir: str | Path, articles: ArticleTable, weights: str | Path | None = None):
-    """(model in eval mode, config, tokenizer) for a run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
-    model, tokenizer = build_model(cfg, articles)
-    load_weights(model, weights or run_weights(run_dir))
-    return model.eval(), cfg, tokenizer

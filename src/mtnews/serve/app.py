@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtnews import __version__
-from mtnews.serve.engine import (ArticleInfo, InvalidRequest, Ranking, Recommender, SuppliedArticle,
-                                 UnknownArticles, UnknownUser)
+from mtnews.recommender import (ArticleInfo, InvalidRequest, Ranking, Recommender, SuppliedArticle,
+                                UnknownArticles, UnknownUser)
 from mtnews.serve.limits import BodyLimitMiddleware
 from mtnews.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from mtnews.serve.schemas import (INT64_MAX, ArticleOut, ErrorOut, Health, RankedArticle, RankResponse,

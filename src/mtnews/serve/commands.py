@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "requests over HTTP. Binds 127.0.0.1 unless --host says otherwise.",
     )
     s.add_argument("--run", required=True, help="training run directory")
-    s.add_argument("--data", required=True, help="dataset root folder (articles.parquet, <split>/history.parquet)")
+    s.add_argument("--data", default=None,
+                   help="dataset root folder (articles.parquet, <split>/history.parquet); default: the run's own "
+                        "articles and no known users")
     s.add_argument("--split", default="validation", choices=("train", "validation", "test"),
                    help="split whose history.parquet gives the known users (default: validation)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from mtnews.errors import ConfigError
     from mtnews.serve.app import create_app
-    from mtnews.serve.engine import Recommender
+    from mtnews.recommender import Recommender
     from mtnews.serve.server import bind_socket, serve_forever
 
     # Checked before the (slow) model load, so a typo fails in milliseconds.
@@ -55,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
     sock = bind_socket(args.host, args.port)  # fails fast (port in use) before the model is loaded
     try:
-        print(f"loading {args.run} and encoding the articles of {args.data} ...", flush=True)
+        print(f"loading {args.run} and encoding the articles of {args.data or 'the run'} ...", flush=True)
         engine = Recommender.from_run(args.run, args.data, args.split, device=args.device,
                                       cache_size=args.cache_size, recent=args.recent)
         # A request runs a few [H, D] matmuls under the model lock: intra-op threads only add barrier

@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtnews.config import Config, load_config
+from mtnews.config import Config, flatten, load_config
 from mtnews.data.articles import load_articles
 from mtnews.data.dataset import Split, load_split
 from mtnews.data.layout import available_splits, split_paths
-from mtnews.errors import MtnewsError
-from mtnews.evaluate.metrics import ranking_metrics
-from mtnews.evaluate.model_scorer import score_split
+from mtnews.errors import ConfigError, MtnewsError
+from mtnews.evaluate.metrics import METRIC_NAMES, ranking_metrics
 from mtnews.io import atomic_dir, atomic_write_text
 from mtnews.model.build import WEIGHTS, build_model, save_weights
+from mtnews.model.run import write_run_files
+from mtnews.model.scoring import score_in_memory
 from mtnews.model.tokens import tokenize_titles
 from mtnews.train.batching import BatchBuilder
 from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
@@ -36,7 +37,7 @@ from mtnews.train.step import GradientEngine, StepStats
 
 METRIC_FIELDS = ["step", "epoch", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
                  "cosine", "projected", "lr", "samples_per_s", "grad_norm"]
-EVAL_FIELDS = ["step", "auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped", "seconds"]
+EVAL_FIELDS = ["step", *METRIC_NAMES, "impressions", "skipped", "seconds"]
 
 
 # Validation and checkpoints run on rank 0 while the other ranks wait in a barrier. NCCL's default 10
@@ -95,7 +96,8 @@ class Trainer:
         self.val_split: Split | None = None
         if "validation" in available_splits(self.data):
             self.val_split = load_split(self.data, "validation", cfg.data.history_size, self.articles)
-        self.model, tokenizer = build_model(cfg, self.articles)
+        self.model, self.tokenizer = build_model(cfg, self.articles.vocab)
+        tokenizer = self.tokenizer
         self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
 
         self.world = self.acc.num_processes
@@ -162,8 +164,8 @@ class Trainer:
             self._val_imps = imps.slice(0, min(k, len(imps))) if k else imps
         t0 = time.perf_counter()
         imps = self._val_imps
-        scores = score_split(self.model, self.tokens, self.val_split.histories, imps, self.acc.device,
-                             self.cfg.data.eval_chunk)
+        scores = score_in_memory(self.model, self.tokens, self.val_split.histories, imps, self.acc.device,
+                                 self.cfg.data.eval_chunk)
         m = ranking_metrics(imps.labels, scores, offsets=imps.offsets)
         m["seconds"] = round(time.perf_counter() - t0, 3)
         return m
@@ -232,6 +234,7 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+            write_run_files(self.out, self.cfg, self.articles, self.tokenizer)
         if self.resume_from is not None:
             self._restore()
         if self.main:
@@ -297,5 +300,22 @@ class Trainer:
         return summary
 
 
-def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def check_resume_config(out: str | Path, cfg: Config, keys: set[str]) -> None:
+    """Exact resume replays the run's own config; silently dropping a value the user set would mislead."""
+    saved_path = Path(out) / "config.yaml"
+    if not keys or not saved_path.is_file():
+        return
+    a, b = flatten(load_config(saved_path).to_dict()), flatten(cfg.to_dict())
+    changed = [f"{k} ({a[k]!r} -> {b[k]!r})" for k in sorted(keys & set(a)) if a[k] != b[k]]
+    if changed:
+        raise ConfigError(f"{saved_path}: --resume continues the run with its saved config, but these differ: "
+                          f"{', '.join(changed)}; start a new --out to change them")
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
+          given: set[str] | None = None) -> dict:
+    """Train (or with `resume`, continue) a run in `out`. `given`: the config keys the caller set
+    explicitly; resuming refuses any of them that differs from the run's saved config."""
+    if resume:
+        check_resume_config(out, cfg, given or set())
     return Trainer(cfg, data, out, resume=resume, progress=progress).fit()

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtnews.data.articles import ArticleTable
-from mtnews.data.behaviors import _columns, count_behaviors
+from mtnews.data.behaviors import behavior_columns, count_behaviors
 from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import SplitPaths
@@ -65,7 +65,7 @@ def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0)
     """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    cols = _columns(paths)
+    cols = behavior_columns(paths)
     pf = pq.ParquetFile(paths.behaviors)
     md = pf.metadata
     starts = np.zeros(md.num_row_groups + 1, dtype=np.int64)

@@ -1,0 +1,57 @@
+"""Score a whole split with a baseline or a trained run: the library behind `mtnews evaluate`.
+
+The run is loaded once (`model.run.load_run`) and handed down; the dataset's articles are read with the
+run's label vocabulary, and its histories with the run's `data.history_size`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtnews.data.articles import load_articles
+from mtnews.data.history import load_histories
+from mtnews.data.layout import SplitPaths, split_paths
+from mtnews.errors import ConfigError
+from mtnews.evaluate.run_scorer import ModelScorer
+from mtnews.evaluate.scorers import OracleScorer, PopularityScorer, RandomScorer
+from mtnews.evaluate.streaming import run_scorer
+from mtnews.model.run import Run, load_run
+from mtnews.model.scoring import resolve_device
+
+BASELINES = ("random", "popularity", "oracle")
+BASELINE_HISTORY = 30  # baselines ignore histories; any size does
+
+
+def make_baseline(name: str, paths: SplitPaths, seed: int = 0):
+    if name == "random":
+        return RandomScorer(seed)
+    if name == "popularity":
+        return PopularityScorer(paths.root)
+    if name == "oracle":
+        return OracleScorer(paths)
+    raise ConfigError(f"unknown scorer '{name}', expected one of {', '.join(BASELINES)}")
+
+
+def score_split(data: str | Path, split: str = "validation", *, scorer: str | None = None,
+                run: str | Path | Run | None = None, chunk: int = 50_000, predictions_out: str | Path | None = None,
+                seed: int = 0, device: str = "auto", progress: bool = False) -> dict:
+    """Metrics over the full in-view lists of `split` (and/or a predictions.zip), streamed in chunks.
+
+    Exactly one of `scorer` (a baseline name) and `run` (a run directory or a loaded `Run`) is given.
+    The test split has no labels: it needs `predictions_out` and returns only counts.
+    """
+    if (scorer is None) == (run is None):
+        raise ConfigError(f"evaluate needs exactly one of a scorer ({'|'.join(BASELINES)}) or a run directory")
+    if chunk <= 0:
+        raise ConfigError(f"--chunk must be a positive integer, got {chunk}")
+    paths = split_paths(data, split)
+    if not paths.labelled and predictions_out is None:
+        raise ConfigError("the test split has no clicks to evaluate; add --predictions-out to write predictions")
+    if scorer is not None and scorer not in BASELINES:
+        raise ConfigError(f"unknown scorer '{scorer}', expected one of {', '.join(BASELINES)}")
+    if run is not None and not isinstance(run, Run):
+        run = load_run(run, device=resolve_device(device))
+    articles = load_articles(paths.articles) if run is None else run.load_dataset_articles(paths.articles)
+    histories = load_histories(paths.history, articles, BASELINE_HISTORY if run is None else run.history_size)
+    s = make_baseline(scorer, paths, seed) if run is None else ModelScorer.for_split(run, paths, articles, histories)
+    return run_scorer(s, paths, articles, histories, chunk, predictions_out, progress=progress)

@@ -118,6 +118,24 @@ def test_entity_hand_values(articles_path):
     assert t.entities[:2].sum() == 0
 
 
+@pytest.mark.parametrize("g", [0, 2, 10])
+def test_entities_known_separates_null_from_empty(articles_path, g):
+    """A null entity_groups (104) is unannotated; an empty list (105) and a list outside the kept groups are
+    annotated, with an all-zero target. PAD and UNK are never annotated. Independent of max_entity_groups."""
+    t = load_articles(articles_path, max_entity_groups=g)
+    assert t.entities_known.dtype == np.bool_ and t.entities_known.shape == (12,)
+    assert t.entities_known[:2].tolist() == [False, False]
+    assert {i: bool(t.entities_known[IDX[i]]) for i in IDX} == {i: i != 104 for i in IDX}
+
+
+def test_entities_known_without_the_column(articles_path, tmp_path):
+    p = tmp_path / "articles.parquet"
+    pl.read_parquet(articles_path).drop("entity_groups").write_parquet(p)
+    t = load_articles(p)
+    assert t.entities.shape == (12, 0)
+    assert not t.entities_known.any()
+
+
 def test_entity_groups_do_not_depend_on_row_order(articles_path, tmp_path):
     """Regression: ties at the top-G boundary used to be broken by first appearance in the file."""
     df = pl.read_parquet(articles_path)
@@ -129,6 +147,7 @@ def test_entity_groups_do_not_depend_on_row_order(articles_path, tmp_path):
         assert t.entity_names == ref.entity_names == ["LOC", "PER"]
         for i in IDX:
             np.testing.assert_array_equal(t.entities[t.index([i])[0]], ref.entities[IDX[i]])
+            assert t.entities_known[t.index([i])[0]] == ref.entities_known[IDX[i]]
 
 
 def test_published_time(articles_path):
@@ -148,6 +167,7 @@ def test_minimal_file_title_only(tmp_path):
     assert t.category.tolist() == [IGNORE] * 4 and t.category_names == []
     assert t.sentiment.tolist() == [IGNORE] * 4
     assert t.entities.shape == (4, 0) and t.entity_names == []
+    assert t.entities_known.tolist() == [False] * 4
     assert t.published_us is None
 
 

@@ -6,6 +6,8 @@ agree and dedupe / no-dedupe batches can be compared exactly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from mtnews.config import load_config
 from mtnews.data.dataset import load_split
 from mtnews.model.build import build_model
+from mtnews.model.mtrec import Batch, task_losses
 from mtnews.model.tokens import tokenize_titles
 from mtnews.train.batching import BatchBuilder
 
@@ -79,6 +82,7 @@ def test_the_fixture_batch_exercises_the_interesting_cases(setup):
     assert (rows == 0).any() and len(set(rows.tolist())) < len(rows)
     hist = split.histories.matrix[rows]
     assert (split.articles.category[hist[hist > 0]] < 0).any()
+    assert not split.articles.entities_known[hist[hist > 0]].all()  # article 104: null entity_groups
     assert any(len(set(c)) < len(c) for c in samples.candidates.tolist())
 
 
@@ -119,8 +123,9 @@ def _hand_aux(model, split, tokens, samples, idx, on_candidates: bool) -> dict[s
                 ce["category"].append(-F.log_softmax(model.category_head(v), -1)[a.category[art]])
             if a.sentiment[art] >= 0:
                 ce["sentiment"].append(-F.log_softmax(model.sentiment_head(v), -1)[a.sentiment[art]])
-            target = torch.from_numpy(a.entities[art])
-            ce["ner"].append(F.binary_cross_entropy_with_logits(model.ner_head(v), target))
+            if a.entities_known[art]:
+                target = torch.from_numpy(a.entities[art])
+                ce["ner"].append(F.binary_cross_entropy_with_logits(model.ner_head(v), target))
     return {k: float(torch.stack(v).mean()) for k, v in ce.items()}
 
 
@@ -136,6 +141,47 @@ def test_aux_losses_are_per_slot_means_over_labelled_slots(setup, dedupe, on_can
         want = _hand_aux(model, split, tokens, samples, idx, on_candidates)
     for task in ("category", "sentiment", "ner"):
         assert abs(float(losses[task]) - want[task]) < 1e-5, task
+
+
+def test_ner_loss_skips_unannotated_articles_hand_computed(setup):
+    """Hand-built batch of 107 [LOC, PER], 103 [PER, PER], 104 (null entity_groups) and 105 ([]), filling
+    2, 1, 3 and 1 history slots. With a zero NER weight matrix and every bias ln 3, each logit is ln 3,
+    sigma = 3/4: a positive group costs ln(4/3), a negative one ln 4. Over the G = 5 groups
+    (EVENT, LOC, ORG, PER, PROD):
+        107: 2 positives -> (2 ln(4/3) + 3 ln 4) / 5        103: 1 positive -> (ln(4/3) + 4 ln 4) / 5
+        105: none        -> ln 4                            104: unannotated, no term
+    loss = (2 * l107 + 1 * l103 + 1 * l105) / 4; counting 104 as "no entities" would give
+    (2 * l107 + l103 + 3 ln 4 + l105) / 7 instead."""
+    model, split, _, _ = setup
+    a = split.articles
+    assert a.entity_names == ["EVENT", "LOC", "ORG", "PER", "PROD"]
+    art = np.array([2, 5, 8, 11])  # 107, 103, 104, 105 (conftest: index = row + 2)
+    assert a.article_ids[art].tolist() == [107, 103, 104, 105]
+    assert a.entities[art].tolist() == [[0, 1, 0, 1, 0], [0, 0, 0, 1, 0], [0] * 5, [0] * 5]
+    # positions 1..4 = 107, 103, 104, 105; slot counts 2, 1, 3, 1
+    hist_pos = torch.tensor([[1, 1, 2, 3, 0, 0], [3, 3, 4, 0, 0, 0]])
+    batch = Batch(input_ids=torch.zeros(4, 1, dtype=torch.long), attention_mask=torch.ones(4, 1, dtype=torch.long),
+                  hist_pos=hist_pos, cand_pos=torch.tensor([[1, 2], [4, 3]]),
+                  aux_weight=torch.tensor([2.0, 1.0, 3.0, 1.0]),
+                  category=torch.from_numpy(a.category[art]), sentiment=torch.from_numpy(a.sentiment[art]),
+                  entities=torch.from_numpy(a.entities[art]), entities_known=torch.from_numpy(a.entities_known[art]))
+    assert batch.entities_known.tolist() == [True, True, False, True]
+    with torch.no_grad():
+        model.ner_head.weight.zero_()
+        model.ner_head.bias.fill_(math.log(3))
+    news = torch.randn(4, model.dim, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = float(task_losses(model, news, batch, model.cfg)["ner"].detach())
+    pos, neg = math.log(4 / 3), math.log(4)
+    l107, l103, l105 = (2 * pos + 3 * neg) / 5, (pos + 4 * neg) / 5, neg
+    assert loss == pytest.approx((2 * l107 + l103 + l105) / 4, abs=1e-6)
+    assert loss != pytest.approx((2 * l107 + l103 + 3 * neg + l105) / 7, abs=1e-3)
+
+    # With a non-zero head the loss reaches every annotated article's vector, and never 104's.
+    with torch.no_grad():
+        model.ner_head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad(task_losses(model, news, batch, model.cfg)["ner"], news)
+    assert (grad[2] == 0).all()
+    assert all(grad[r].abs().sum() > 0 for r in (0, 1, 3))
 
 
 def test_per_slot_mean_differs_from_a_per_unique_article_mean(setup):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mtnews.data.dataset import load_split
 from mtnews.model.tokens import TitleTokens
@@ -86,3 +87,6 @@ def test_aux_weight_counts_slots_and_labels_follow_rows(parts, on_candidates):
     assert batch.category.tolist() == a.category[art].tolist()
     assert batch.sentiment.tolist() == a.sentiment[art].tolist()
     assert batch.entities.numpy().tolist() == a.entities[art].tolist()
+    assert batch.entities_known.dtype == torch.bool
+    assert batch.entities_known.tolist() == a.entities_known[art].tolist()
+    assert 8 in art and not batch.entities_known[art.tolist().index(8)]  # article 104: null entity_groups

@@ -48,11 +48,11 @@ def data(small_synth, tiny_bert):
     return split, builder
 
 
-def _model(data, tiny_bert, mode: str, space: str, lora: bool = False):
+def _model(data, tiny_bert, mode: str, space: str, lora: bool = False, sentiment: float = 0.4):
     split, _ = data
     cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--model.lora.enabled", str(lora).lower(),
                              "--data.history_size", "8", "--train.surgery", mode, "--train.surgery_space", space,
-                             "--tasks.category", "0.7", "--tasks.sentiment", "0.4"])
+                             "--tasks.category", "0.7", "--tasks.sentiment", str(sentiment)])
     torch.manual_seed(0)
     model, _ = build_model(cfg, split.articles.vocab)
     return model.eval()
@@ -215,15 +215,17 @@ def test_representation_space(data, tiny_bert, mode, n_micro):
     shared_grad = [torch.zeros_like(p) for p in shared]
     flowing = []
     cos = []
+    projected_rows = rows = 0
     for news, losses in per_batch:
         g = {t: torch.autograd.grad(w[t] * losses[t] / n_micro, news, retain_graph=True)[0] for t in ("main", *AUX)}
         g_aux = g["category"] + g["sentiment"]
         if mode == "pcgrad":
-            flat, _ = surgery.pcgrad([g[t].reshape(-1) for t in ("main", *AUX)], gen)
-            g_news = flat.view_as(news)
+            g_news, mask = surgery.pcgrad_rows([g[t] for t in ("main", *AUX)], gen)
         else:
-            g_news, _ = surgery.combine_rows(g["main"], g_aux, mode)
+            g_news, mask = surgery.combine_rows(g["main"], g_aux, mode)
         flowing.append(g_news)
+        projected_rows += int(mask.sum())
+        rows += news.shape[0]
         cos.append(surgery.cosine(g["main"].reshape(-1), g_aux.reshape(-1)))
         for acc, d in zip(shared_grad, torch.autograd.grad(news, shared, grad_outputs=g_news, retain_graph=True)):
             acc += d
@@ -237,7 +239,9 @@ def test_representation_space(data, tiny_bert, mode, n_micro):
     for m in range(n_micro):
         torch.testing.assert_close(wrapper.seen[(m + 1) * per_micro - 1], flowing[m], rtol=1e-5, atol=1e-8)
     assert stats.cosine == pytest.approx(sum(cos) / n_micro, abs=1e-5)
-    assert 0.0 <= stats.projected <= 1.0
+    assert stats.rows == rows  # every unique news vector of every micro-batch
+    assert stats.projected == pytest.approx(projected_rows / rows)
+    assert 0 < projected_rows < rows  # a share, not the all-or-nothing of a flattened projection
 
 
 def test_representation_rows_are_projected_independently(data, tiny_bert):
@@ -260,6 +264,35 @@ def test_representation_rows_are_projected_independently(data, tiny_bert):
     torch.testing.assert_close(aux_part[~conflict], g_aux[~conflict], rtol=1e-4, atol=1e-5 * float(g_main.abs().max()))
     assert stats.projected == pytest.approx(float(conflict.float().mean()))
     assert 0 < int(conflict.sum()) < len(conflict)  # both kinds of rows are present
+
+
+def test_representation_pcgrad_projects_each_news_vector_on_its_own(data, tiny_bert):
+    """PCGrad with two tasks (main, category) on rows, written out here: a row whose two gradients conflict
+    becomes (g_m - d/|g_c|^2 g_c) + (g_c - d/|g_m|^2 g_m) with d = g_m.g_c < 0; every other row is g_m + g_c.
+    With two tasks the random order cannot matter. Regression: pcgrad used to flatten the whole batch."""
+    core = _model(data, tiny_bert, "pcgrad", "representation", sentiment=0.0)
+    assert core.sentiment_head is None
+    batches = _batches(data, 1)
+    wrapper = _Capture(core)
+    stats = GradientEngine(wrapper, core, Accelerator(cpu=True), SEED).step(batches)
+    news, losses = core(batches[0])
+    w = task_weights(core.cfg)
+    g_m = torch.autograd.grad(losses["main"], news, retain_graph=True)[0].double()
+    g_c = torch.autograd.grad(w["category"] * losses["category"], news)[0].double()
+    d = (g_m * g_c).sum(1, keepdim=True)
+    conflict = d[:, 0] < 0
+    want = g_m + g_c
+    fix = (g_m - d / (g_c * g_c).sum(1, keepdim=True) * g_c) + (g_c - d / (g_m * g_m).sum(1, keepdim=True) * g_m)
+    want[conflict] = fix[conflict]
+    got = wrapper.seen[-1].double()
+    scale = float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * scale)
+    assert 0 < int(conflict.sum()) < len(conflict)  # both kinds of rows are present
+    assert stats.projected == pytest.approx(float(conflict.double().mean()))
+    assert stats.rows == news.shape[0]
+    # The flattened projection (one dot product over the whole batch) is a different gradient here.
+    flat, _ = surgery.pcgrad([g_m.reshape(-1), g_c.reshape(-1)])
+    assert (flat.view_as(got) - want).abs().max() > 1e-2 * scale
 
 
 @pytest.mark.parametrize("space", ["params", "representation"])

@@ -152,3 +152,58 @@ def test_pcgrad_does_not_modify_its_inputs():
     grads = [t(1, 0), t(-1, 1)]
     surgery.pcgrad(grads, torch.Generator().manual_seed(0))
     assert torch.equal(grads[0], t(1, 0)) and torch.equal(grads[1], t(-1, 1))
+
+
+def test_pcgrad_rows_two_tasks_hand_computed():
+    # Rows of g1 / g2: r0 (1,0) / (-1,1) conflict, r1 (1,0) / (1,1) agree, r2 (0,2) / (3,-1) conflict.
+    #   r0: g1.g2=-1, |g1|^2=1, |g2|^2=2: g1' = (1,0) + 1/2 (-1,1) = (0.5,0.5), g2' = (-1,1) + (1,0) = (0,1)
+    #   r1: no conflict: (1,0) + (1,1) = (2,1)
+    #   r2: g1.g2=-2, |g1|^2=4, |g2|^2=10: g1' = (0,2) + 0.2 (3,-1) = (0.6,1.8), g2' = (3,-1) + 0.5 (0,2) = (3,0)
+    g1 = t(1, 0, 1, 0, 0, 2).view(3, 2)
+    g2 = t(-1, 1, 1, 1, 3, -1).view(3, 2)
+    want = t(0.5, 1.5, 2, 1, 3.6, 1.8).view(3, 2)
+    for seed in range(3):
+        got, mask = surgery.pcgrad_rows([g1, g2], torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        assert mask.tolist() == [True, False, True]
+    # The rows are separate problems: flattening all three (g1.g2 = -2 < 0 overall) would also move r1.
+    flat, did = surgery.pcgrad([g1.reshape(-1), g2.reshape(-1)], torch.Generator().manual_seed(0))
+    assert did and not torch.allclose(flat.view(3, 2)[1], want[1])
+    # ... and the inputs are left alone
+    assert torch.equal(g1, t(1, 0, 1, 0, 0, 2).view(3, 2)) and torch.equal(g2, t(-1, 1, 1, 1, 3, -1).view(3, 2))
+
+
+def _pcgrad_row_brute(grads, orders):
+    """One row's PCGrad for given per-task orders: (sum of projected gradients, whether any was projected)."""
+    total, projected = 0, False
+    for i, order in enumerate(orders):
+        g = grads[i].clone()
+        for j in order:
+            d = g @ grads[j]
+            if d < 0:
+                g = g - d / (grads[j] @ grads[j]) * grads[j]
+                projected = True
+        total = total + g
+    return total, projected
+
+
+def test_pcgrad_rows_three_tasks_match_brute_force_per_row():
+    """Every row equals Yu et al.'s PCGrad of that row alone, for one random task order shared by the rows."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(30, 3, dtype=torch.float64, generator=gen) for _ in range(3)]
+    grads[1][4] = 0  # a zero row: nothing to project against, no NaN
+    combos = list(itertools.product(*[[[j for j in p if j != i] for p in itertools.permutations(range(3))]
+                                      for i in range(3)]))
+    brute = []
+    for orders in combos:
+        rows = [_pcgrad_row_brute([g[r] for g in grads], orders) for r in range(30)]
+        brute.append((torch.stack([v for v, _ in rows]), [did for _, did in rows]))
+    seen = set()
+    for seed in range(8):
+        got, mask = surgery.pcgrad_rows(grads, torch.Generator().manual_seed(seed))
+        match = [k for k, (want, did) in enumerate(brute)
+                 if torch.allclose(got, want, rtol=0, atol=1e-12) and mask.tolist() == did]
+        assert match, seed
+        assert 0 < int(mask.sum()) < 30  # both projected and untouched rows
+        seen.add(match[0])
+    assert len(seen) > 1  # the order is random across calls

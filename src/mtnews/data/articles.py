@@ -53,10 +53,16 @@ class ArticleTable:
     entity_names: list[str]
     published_us: np.ndarray | None = None  # int64 microseconds since epoch, or None
     path: Path | None = None
+    # bool [n]: whether the article's entity_groups is annotated. A null entity_groups is unannotated (no NER
+    # target at all); an empty list is annotated with no entities (all-zero target). False at PAD and UNK.
+    # None (a table built by hand) means every real article is annotated.
+    entities_known: np.ndarray | None = None
     _sorted_ids: np.ndarray = field(init=False, repr=False)
     _sorted_pos: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.entities_known is None:
+            self.entities_known = np.arange(len(self.article_ids)) >= FIRST
         real = self.article_ids[FIRST:]
         order = np.argsort(real, kind="stable")
         self._sorted_ids = real[order]
@@ -139,6 +145,10 @@ def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVoc
 
     entities = np.zeros((n, 0), dtype=np.float32)
     entity_names: list[str] = []
+    if "entity_groups" in df.columns:
+        entities_known = with_pad(df["entity_groups"].is_not_null().to_numpy(), False)
+    else:
+        entities_known = np.zeros(n, dtype=bool)
     if vocab is not None:
         entities = np.zeros((n, len(vocab.entity_groups)), dtype=np.float32)
         entity_names = list(vocab.entity_groups)
@@ -165,4 +175,5 @@ def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVoc
     if "published_time" in df.columns:
         published = with_pad(df["published_time"].cast(pl.Datetime("us")).cast(pl.Int64).fill_null(0).to_numpy(), 0)
 
-    return ArticleTable(ids, titles, category, category_names, sentiment, entities, entity_names, published, path)
+    return ArticleTable(ids, titles, category, category_names, sentiment, entities, entity_names, published, path,
+                        entities_known=entities_known)

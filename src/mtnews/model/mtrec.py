@@ -37,6 +37,7 @@ class Batch:
     category: torch.Tensor  # [U] class index or -100
     sentiment: torch.Tensor  # [U]
     entities: torch.Tensor  # [U, G]
+    entities_known: torch.Tensor  # [U] bool: entity_groups annotated (null = unannotated, [] = no entities)
 
     def to(self, device) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -136,7 +137,8 @@ def task_losses(model: MTRec, news: torch.Tensor, batch: Batch, cfg: Config) -> 
     """Each task's unweighted loss from the batch's unique news vectors. Absent tasks are omitted.
 
     Auxiliary losses average over labelled history slots (as the seed does): a unique article counts once
-    per slot it fills, which is the same as a per-slot mean without materialising per-slot logits.
+    per slot it fills, which is the same as a per-slot mean without materialising per-slot logits. For NER
+    "labelled" means an annotated entity_groups: a null one is skipped rather than taught as "no entities".
     """
     scores = model.score(news, batch.hist_pos, batch.cand_pos)
     target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
@@ -152,7 +154,7 @@ def task_losses(model: MTRec, news: torch.Tensor, batch: Batch, cfg: Config) -> 
         losses["sentiment"] = _weighted_mean(ce, w)
     if tasks.ner > 0 and model.ner_head is not None:
         bce = F.binary_cross_entropy_with_logits(model.ner_head(news).float(), batch.entities, reduction="none").mean(1)
-        losses["ner"] = _weighted_mean(bce, batch.aux_weight)
+        losses["ner"] = _weighted_mean(bce, batch.aux_weight * batch.entities_known)
     return losses
 
 

@@ -197,9 +197,7 @@ class GradientEngine:
                 if len(parts) == 1:
                     g_news, projected = next(iter(parts.values())), torch.zeros(news.shape[0], dtype=torch.bool)
                 elif self.mode == "pcgrad":
-                    flat, any_proj = surgery.pcgrad([parts[n].reshape(-1).float() for n in parts], self.generator)
-                    g_news = flat.view_as(news)
-                    projected = torch.full((news.shape[0],), any_proj)
+                    g_news, projected = surgery.pcgrad_rows([parts[n].float() for n in parts], self.generator)
                     aux = sum(parts[n] for n in parts if n != "main")
                     cos_sum += surgery.cosine(parts["main"].reshape(-1).float(), aux.reshape(-1).float())
                 else:

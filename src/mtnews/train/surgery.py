@@ -8,7 +8,8 @@ Modes
 - project-both: the seed's Figure 3. If g_main·g_aux < 0, project each onto the normal plane of the
                 other (using the originals), then sum.
 - project-aux:  MTRec's rule. If they conflict, only g_aux is projected; g_main is never changed.
-- pcgrad:       Yu et al. (2020), per task, each projected against the others in random order.
+- pcgrad:       Yu et al. (2020), per task, each projected against the others in random order
+                (per row in the representation space, like the two modes above).
 """
 
 from __future__ import annotations
@@ -60,18 +61,29 @@ def combine_rows(g_main: torch.Tensor, g_aux: torch.Tensor, mode: str) -> tuple[
 def pcgrad(grads: list[torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
     """PCGrad over per-task flat gradients: each task's gradient is projected, in a random order of the
     other tasks, off every original task gradient it conflicts with; the results are summed."""
+    out, projected = pcgrad_rows([g[None] for g in grads], generator)
+    return out[0], bool(projected[0])
+
+
+def pcgrad_rows(grads: list[torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise `pcgrad` for per-task [N, D] matrices (one row per news vector): every row is its own PCGrad
+    problem, so a row is projected only where its own task gradients conflict. Returns (combined [N, D],
+    projected mask [N]). Each task's random order of the others is drawn once per call and shared by the
+    rows, so the generator advances as for one flat `pcgrad` call."""
     n = len(grads)
-    g = torch.stack(grads)  # [T, P]
-    norms2 = (g * g).sum(1).clamp_min(EPS)
+    g = torch.stack(grads)  # [T, N, D]
+    # einsum contracts as a batched matmul: no [N, D] temporaries, which matters for flat params-space grads
+    norms2 = torch.einsum("tnd,tnd->tn", g, g).clamp_min(EPS)
     out = g.clone()
-    projected = False
-    for i in range(n):  # loops over tasks (2-4), never over elements
+    projected = torch.zeros(g.shape[1], dtype=torch.bool, device=g.device)
+    for i in range(n):  # loops over tasks (2-4), never over rows or elements
         order = torch.randperm(n, generator=generator).tolist()
         for j in order:
             if j == i:
                 continue
-            dot = torch.dot(out[i], g[j])
-            if dot < 0:
-                out[i] -= dot / norms2[j] * g[j]
-                projected = True
+            dot = torch.einsum("nd,nd->n", out[i], g[j])
+            conflict = dot < 0
+            coef = torch.where(conflict, dot / norms2[j], torch.zeros_like(dot))
+            out[i].addcmul_(coef[:, None], g[j], value=-1)
+            projected |= conflict
     return out.sum(0), projected

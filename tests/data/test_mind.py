@@ -22,7 +22,6 @@ from mtnews.data import schema
 from mtnews.data.articles import load_articles
 from mtnews.data.check import check_dataset
 from mtnews.data.mind import CONVERSION_FILE, EXTRA_ARTICLE_COLUMNS, convert_mind, is_mind_root, mind_split_dirs
-from mtnews.data.mind_synth import synthesize_mind
 from mtnews.data.synth import synthesize
 from mtnews.errors import ConfigError, DataError
 
@@ -243,6 +242,18 @@ def test_varying_history_keeps_the_longest_and_is_counted(tmp_path):
     assert arts["ner_clusters"].to_list() == [[], ["A"], []]
 
 
+def test_windows_line_endings_read_the_same(tmp_path):
+    lf = tiny_root(tmp_path / "lf", NEWS, BEHAVIORS)
+    crlf = tmp_path / "crlf" / "mind"
+    for f, lines in (("news.tsv", NEWS), ("behaviors.tsv", BEHAVIORS)):
+        (crlf / "train").mkdir(parents=True, exist_ok=True)
+        (crlf / "train" / f).write_bytes("".join(line + "\r\n" for line in lines).encode())
+    convert_mind(lf, tmp_path / "a")
+    convert_mind(crlf, tmp_path / "b")
+    for f in ("articles.parquet", "train/behaviors.parquet", "train/history.parquet"):
+        assert pl.read_parquet(tmp_path / "b" / f).equals(pl.read_parquet(tmp_path / "a" / f)), f
+
+
 def test_rows_that_disagree_across_splits_keep_train_and_are_counted(tmp_path):
     root = tiny_root(tmp_path, NEWS, BEHAVIORS)
     changed = [NEWS[0].replace("First title", "Edited title"), NEWS[1]]
@@ -327,7 +338,7 @@ def test_bad_json_deep_in_the_real_sample_is_located(tmp_path, news_lines):
     lines = list(news_lines)
     lines[1233] = lines[1233].rsplit("\t", 1)[0] + '\t[{"Label": "x", "Type": "G",'
     root = tiny_root(tmp_path, lines, ["1\tU1\t11/15/2019 8:55:22 AM\t\t" + lines[0].split("\t")[0] + "-1"])
-    with pytest.raises(DataError, match=rf"news\.tsv:1234: column 'abstract_entities' does not parse"):
+    with pytest.raises(DataError, match=r"news\.tsv:1234: column 'abstract_entities' does not parse"):
         convert_mind(root, tmp_path / "out")
 
 
@@ -381,7 +392,8 @@ def test_convert_only_some_splits(tmp_path):
     write_lines(root / "dev" / "behaviors.tsv", BEHAVIORS[:1])
     report = convert_mind(root, tmp_path / "out", splits=["validation"])
     assert list(report["splits"]) == ["validation"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([CONVERSION_FILE, "articles.parquet", "validation"])
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted([CONVERSION_FILE, "articles.parquet", "validation"])
 
 
 # --- synth in the MIND layout ------------------------------------------------------------------------------

@@ -204,9 +204,7 @@ def _lists(offsets: np.ndarray, values: pa.Array) -> pl.Series:
 
 def _tokens(strings: pl.Series) -> tuple[pl.Series, np.ndarray]:
     """Space-separated tokens of each string, flat, and the CSR offsets of each row (null = no tokens)."""
-    split = strings.str.split(" ")
-    lengths = split.list.len().fill_null(0).to_numpy().astype(np.int64)
-    return split.explode(empty_as_null=False, keep_nulls=False), _offsets(lengths)
+    return _list_parts(strings.str.split(" "))
 
 
 def _row_of(offsets: np.ndarray, flat_index: int) -> int:
@@ -233,16 +231,21 @@ def _decode_entities(values: pl.Series, lines: pl.Series, path: Path, column: st
     expect = "a JSON list of entity objects, each with a string 'Type'"
     try:
         decoded = values.str.json_decode(_ENTITY)
-    except Exception as e:
+    except Exception:
         # polars fails the whole column; bisect for the first bad row (about 2 n rows decoded in all).
-        lo, hi, why = 0, len(values), _first_line(e)
+        lo, hi = 0, len(values)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             try:
                 values[lo:mid].str.json_decode(_ENTITY)
                 lo = mid
-            except Exception as e2:
-                hi, why = mid, _first_line(e2)
+            except Exception:
+                hi = mid
+        try:  # one value, for a message that says where in it the JSON breaks
+            json.loads(values[lo])
+            why = "valid JSON of another shape"
+        except ValueError as e:
+            why = str(e)
         raise DataError(f"{path}:{int(lines[lo])}: column '{column}' does not parse as {expect} ({why}), "
                         f"got {_shown(values[lo])}") from None
     flat, offsets = _list_parts(decoded)
@@ -254,6 +257,7 @@ def _decode_entities(values: pl.Series, lines: pl.Series, path: Path, column: st
 
 
 def _list_parts(lists: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """The elements of every list, flat, and the CSR offsets of each row (null = empty)."""
     lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
     return lists.explode(empty_as_null=False, keep_nulls=False), _offsets(lengths)
 
@@ -295,7 +299,8 @@ def read_mind_behaviors(path: str | Path, labelled: bool) -> dict:
     times = df["time"].str.strptime(pl.Datetime("us"), TIME_FORMAT, strict=False)
     if times.null_count():
         i = int(times.is_null().arg_true()[0])
-        _fail(path, int(lines[i]), "time", df["time"][i], "a time like '11/15/2019 8:55:22 AM' (M/D/YYYY h:mm:ss AM|PM)")
+        _fail(path, int(lines[i]), "time", df["time"][i],
+              "a time like '11/15/2019 8:55:22 AM' (M/D/YYYY h:mm:ss AM|PM)")
 
     news = f"N{_NUM}"
     if labelled:

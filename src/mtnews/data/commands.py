@@ -6,10 +6,10 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="synthesize and check EBNeRD-format datasets")
+    p = sub.add_parser("data", help="synthesize, convert (from MIND) and check EBNeRD-format datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
-    s = dsub.add_parser("synth", help="write a synthetic dataset in the EBNeRD layout")
+    s = dsub.add_parser("synth", help="write a synthetic dataset in the EBNeRD layout (or MIND's, with --format mind)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--users", type=int, default=2000)
     s.add_argument("--articles", type=int, default=1500)

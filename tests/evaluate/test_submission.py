@@ -111,7 +111,7 @@ def test_bad_chunk_keeps_previous_file_and_leaves_no_temp(tmp_path: Path) -> Non
 
 
 def test_failure_while_zipping_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_zip(txt: Path, zip_path: Path, compresslevel: int) -> None:
+    def broken_zip(txt: Path, zip_path: Path, compresslevel: int, member: str) -> None:
         zip_path.write_bytes(b"partial")
         raise OSError("disk full")
 

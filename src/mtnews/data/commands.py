@@ -1,4 +1,4 @@
-"""`mtnews data synth | synth-articles | check`."""
+"""`mtnews data synth | synth-articles | convert | check`."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="synthesize and check EBNeRD-format datasets")
+    p = sub.add_parser("data", help="synthesize, convert (from MIND) and check EBNeRD-format datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
-    s = dsub.add_parser("synth", help="write a synthetic dataset in the EBNeRD layout")
+    s = dsub.add_parser("synth", help="write a synthetic dataset in the EBNeRD layout (or MIND's, with --format mind)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--users", type=int, default=2000)
     s.add_argument("--articles", type=int, default=1500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--with-testset", action="store_true", help="also write the test layout (no clicks)")
     s.add_argument("--test-impressions", type=int, default=None, help="number of test impressions")
+    s.add_argument("--format", choices=("ebnerd", "mind"), default="ebnerd",
+                   help="file layout: EBNeRD parquet files, or MIND's train/, dev/, test/ TSV folders "
+                        "(the same data; `data convert --from mind` reads it back)")
     s.set_defaults(func=_synth)
 
     a = dsub.add_parser("synth-articles", help="synthesize articles.parquet for the ids of an existing log")
@@ -23,6 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, help="articles.parquet to write")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_synth_articles)
+
+    v = dsub.add_parser("convert", help="convert a MIND dataset to the EBNeRD layout that every command reads")
+    v.add_argument("--from", dest="source_format", required=True, choices=("mind",), help="layout of SRC")
+    v.add_argument("src", metavar="SRC",
+                   help="MIND folder holding MIND<size>_train/, _dev/, _test/ (as downloaded) or train/, dev/, test/")
+    v.add_argument("--out", required=True, help="output folder (new, empty, or an earlier conversion)")
+    v.add_argument("--split", action="append", choices=("train", "validation", "test"),
+                   help="convert only this split (repeatable; validation reads dev); default: all in SRC")
+    v.set_defaults(func=_convert)
 
     c = dsub.add_parser("check", help="validate a dataset and print a summary")
     c.add_argument("--data", required=True, help="dataset root folder")
@@ -41,7 +53,10 @@ def _positive(name: str, value: int | None) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mtnews.data.synth import synthesize
+    if args.format == "mind":
+        from mtnews.data.mind_synth import synthesize_mind as synthesize
+    else:
+        from mtnews.data.synth import synthesize
 
     for name in ("users", "articles", "test_impressions"):
         _positive(name.replace("_", "-"), getattr(args, name))
@@ -62,6 +77,16 @@ def _synth_articles(args: argparse.Namespace) -> int:
 
     n = synthesize_articles(args.log, args.out, seed=args.seed)
     print(f"wrote {args.out}: {n} articles")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import json
+
+    from mtnews.data.mind import convert_mind
+
+    report = convert_mind(args.src, args.out, splits=args.split)
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -101,11 +101,13 @@ class PredictionWriter:
     independent of how the data was chunked, so a resumed run reproduces the zip exactly.
     """
 
-    def __init__(self, path: str | os.PathLike, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> None:
+    def __init__(self, path: str | os.PathLike, compresslevel: int = DEFAULT_COMPRESSLEVEL, *,
+                 member: str = MEMBER) -> None:
         if not 0 <= compresslevel <= 9:
             raise ValueError(f"compresslevel must be 0..9, got {compresslevel}")
         self.path = Path(path)
         self.compresslevel = compresslevel
+        self.member = member
         self.impressions_written = 0
         self._txt: Path | None = None
         self._fh = None
@@ -147,7 +149,7 @@ class PredictionWriter:
         self._open()
         try:
             self._fh.close()
-            zip_predictions_text(self._txt, self.path, self.compresslevel)
+            zip_predictions_text(self._txt, self.path, self.compresslevel, member=self.member)
         finally:
             self._cleanup()
         return self.path
@@ -180,22 +182,22 @@ def render_predictions(
 
 
 def zip_predictions_text(txt: str | os.PathLike, path: str | os.PathLike,
-                         compresslevel: int = DEFAULT_COMPRESSLEVEL) -> Path:
+                         compresslevel: int = DEFAULT_COMPRESSLEVEL, *, member: str = MEMBER) -> Path:
     """Deflate a finished ``predictions.txt`` into the submission zip at ``path``, atomically.
 
-    The zip's bytes depend only on the text and ``compresslevel``.
+    The zip's bytes depend only on the text, ``compresslevel`` and the ``member`` name.
     """
     if not 0 <= compresslevel <= 9:
         raise ValueError(f"compresslevel must be 0..9, got {compresslevel}")
     with atomic_path(path, suffix=".zip") as tmp_zip:
-        _zip_text(Path(txt), tmp_zip, compresslevel)
+        _zip_text(Path(txt), tmp_zip, compresslevel, member)
         with open(tmp_zip, "rb") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
     return Path(path)
 
 
-def _zip_text(txt: Path, zip_path: Path, compresslevel: int) -> None:
-    info = zipfile.ZipInfo(MEMBER, date_time=_ZIP_DATE)
+def _zip_text(txt: Path, zip_path: Path, compresslevel: int, member: str = MEMBER) -> None:
+    info = zipfile.ZipInfo(member, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
     # ZipFile.open(info, "w") takes the level from the ZipInfo; the attribute became public in 3.13.
     if hasattr(info, "compress_level"):
@@ -234,7 +236,7 @@ def write_predictions(
     return Path(path)
 
 
-def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, list[np.ndarray]]:
+def read_predictions(path: str | os.PathLike, *, member: str = MEMBER) -> tuple[np.ndarray, list[np.ndarray]]:
     """Read a submission zip back as (impression ids as uint64, one rank array per impression).
 
     Raises:
@@ -242,12 +244,12 @@ def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, list[np.ndarr
             malformed or not a permutation of 1..n (the message names the file and 1-based line).
     """
     path = Path(path)
-    data = _read_member(path)
+    data = _read_member(path, member)
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise PredictionFileError(f"{path}:{line}: non-ASCII byte in {MEMBER}") from exc
+        raise PredictionFileError(f"{path}:{line}: non-ASCII byte in {member}") from exc
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -269,14 +271,14 @@ def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, list[np.ndarr
     return ids.to_numpy(), np.split(flat, offsets[1:-1])
 
 
-def _read_member(path: Path) -> bytes:
+def _read_member(path: Path, member: str) -> bytes:
     if not path.is_file():
         raise PredictionFileError(f"{path}: predictions file not found")
     try:
         with zipfile.ZipFile(path) as zf:
-            if MEMBER not in zf.namelist():
-                raise PredictionFileError(f"{path}: zip has no member {MEMBER!r} (found {zf.namelist()})")
-            return zf.read(MEMBER)
+            if member not in zf.namelist():
+                raise PredictionFileError(f"{path}: zip has no member {member!r} (found {zf.namelist()})")
+            return zf.read(member)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise PredictionFileError(f"{path}: not a readable zip file ({exc})") from exc
 

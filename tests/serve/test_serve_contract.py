@@ -24,7 +24,8 @@ ST_CONFIG = Path(__file__).with_name("schemathesis.toml")  # examples, seed and 
 # Neither --max-list's default nor conftest's: the schema must carry the value the server was given.
 CONTRACT_MAX_LIST = 7
 CONTRACT_MAX_BODY = 1024 * 1024
-ST_SECONDS = 150  # a hard stop far above the ~10 s this takes, so a hang fails instead of stalling CI
+# A hard stop far above the 8-9 s this takes (at load 6-8 on 2 cores), so a hang fails instead of stalling CI.
+ST_SECONDS = 150
 ERROR_REF = "#/components/schemas/ErrorOut"
 
 
@@ -134,7 +135,8 @@ def test_schemathesis_finds_no_failures(contract_server, tmp_path):
     assert report["failures"] == [] and report["errors"] == [], out
     assert report["stop_reason"] == "completed" and report["complete"], out
     ops = report["operations"]
-    assert ops["tested"] == ops["total"] == 7 and ops["errored"] == ops["skipped"] == 0, ops
+    published = len(list(_operations(app.openapi())))
+    assert ops["tested"] == ops["total"] == published and ops["errored"] == ops["skipped"] == 0, ops
     assert {name: p["status"] for name, p in report["phases"].items()} == {
         "examples": "success", "coverage": "success", "fuzzing": "success", "stateful": "success"}
     assert report["test_cases"]["generated"] >= 300, report["test_cases"]  # bounded, but not trivially small

@@ -110,16 +110,29 @@ def test_top_k_and_default_candidates(client, engine):
     assert {x["article_id"] for x in full["results"]} <= newest
 
 
-def test_unknown_ids_are_422_and_listed(client, engine):
+def test_unknown_ids_are_404_and_listed(client, engine):
     known = [int(x) for x in engine.articles.article_ids[2:5]]
     r = client.post("/v1/rank", json={"history": [known[0], 11, 12, 11], "candidates": [known[1], 13, 11]})
-    assert r.status_code == 422
+    assert r.status_code == 404
     body = r.json()
     assert body["unknown_ids"] == [11, 12, 13]
     assert "unknown article ids: 11, 12, 13" in body["detail"]
     user = engine.users(0, 1)[0]
     r = client.post(f"/v1/users/{user}/recommend", json={"candidates": [known[0], 99]})
-    assert r.status_code == 422 and r.json()["unknown_ids"] == [99]
+    assert r.status_code == 404 and r.json()["unknown_ids"] == [99]
+    assert set(r.json()) == {"detail", "unknown_ids"}
+
+
+def test_integral_floats_are_the_integers_they_equal(client, engine):
+    # JSON (and JSON Schema's "integer") does not tell 2.0 from 2, so neither does the server.
+    known = [int(x) for x in engine.articles.article_ids[2:5]]
+    as_ints = client.post("/v1/rank", json={"history": [known[0]], "candidates": known[1:], "top_k": 1})
+    floats = {"history": [float(known[0])], "candidates": [float(k) for k in known[1:]], "top_k": 1.0}
+    as_floats = client.post("/v1/rank", json=floats)
+    assert as_floats.status_code == 200, as_floats.text
+    assert as_floats.json() == as_ints.json()
+    r = client.post("/v1/rank", json={"candidates": [11.0]})
+    assert r.status_code == 404 and r.json()["unknown_ids"] == [11]
 
 
 def test_supplied_titles_are_encoded_once_and_scored_like_dataset_articles(client, engine):
@@ -152,7 +165,7 @@ def test_supplied_titles_are_encoded_once_and_scored_like_dataset_articles(clien
     # One id supplied twice with different titles is contradictory.
     r = client.post("/v1/rank", json={"candidates": [7], "articles": [{"article_id": 7, "title": "x"},
                                                                       {"article_id": 7, "title": "y"}]})
-    assert r.status_code == 422 and "supplied twice" in r.json()["detail"]
+    assert r.status_code == 409 and "supplied twice" in r.json()["detail"]
 
 
 def test_title_cache_is_bounded(client, app, engine):
@@ -180,10 +193,12 @@ INVALID_RANK_BODIES = [
     (lambda n: {"candidates": [1], "top_k": 0}, "top_k: Input should be greater than or equal to 1"),
     (lambda n: {"candidates": [1], "top_k": n + 1}, "top_k: Input should be less than or equal to {n}"),
     (lambda n: {"candidates": ["9500001"]}, "candidates.0: Input should be a valid integer"),
-    (lambda n: {"candidates": [1.0]}, "candidates.0: Input should be a valid integer"),
+    (lambda n: {"candidates": [1.5]}, "candidates.0: Input should be a valid integer"),
+    (lambda n: {"candidates": [1], "top_k": 2.5}, "top_k: Input should be a valid integer"),
     (lambda n: {"candidates": [True]}, "candidates.0: Input should be a valid integer"),
     (lambda n: {"candidates": [-1]}, "candidates.0: Input should be greater than or equal to 0"),
     (lambda n: {"candidates": [2**70]}, "candidates.0: Input should be less than or equal to"),
+    (lambda n: {"candidates": [2**53]}, "candidates.0: Input should be less than or equal to 9007199254740991"),
     (lambda n: {"candidates": "1,2"}, "candidates: Input should be a valid list"),
     (lambda n: {"candidates": [1], "candidate": [2]}, "candidate: Extra inputs are not permitted"),
     (lambda n: {"history": [1]}, "candidates: Field required"),
@@ -246,6 +261,7 @@ def test_lookups_and_health(client, engine):
     assert u["history_size"] == engine.history_size and 0 < len(u["history"]) <= engine.history_size
     r = client.get("/v1/users/1")
     assert r.status_code == 404 and "user 1 is not in validation/history.parquet" in r.json()["detail"]
+    assert r.json()["user_id"] == 1
     assert client.post("/v1/users/1/recommend").status_code == 404
 
     aid = int(engine.articles.article_ids[2])

@@ -1,9 +1,12 @@
 """The FastAPI app: routes, request validation, error mapping, metrics, and the demo page at `/`.
 
-Every error body is JSON with a human-readable `detail` string. Bad input of any kind is a 4xx:
-request validation (422; malformed JSON 400), unknown ids (422, listing them), unknown users (404),
-bodies over the size limit (413). Anything else that escapes a handler is a bug and stays a 500 (logged
-with its traceback and counted in /metrics) rather than being disguised as a client error.
+Every error body is one model, `ErrorOut`: JSON with a human-readable `detail` string, and every status an
+operation can answer is declared in /openapi.json with that model, so a client generated from the schema
+handles every answer. Bad input of any kind is a 4xx: request validation (422, with `errors`; malformed
+JSON 400), a well-formed request naming articles or a user that do not exist (404, with `unknown_ids` or
+`user_id`), contradictory entries within one request (409), a body that is not JSON (415), bodies over
+the size limit (413). Anything else that escapes a handler is a bug and stays a 500 (logged with its
+traceback and counted in /metrics) rather than being disguised as a client error.
 
 Handlers are plain `def`s: FastAPI runs them in its thread pool, so requests overlap while the engine
 serialises only the model calls.
@@ -24,7 +27,7 @@ from mtnews.recommender import (ArticleInfo, InvalidRequest, Ranking, Recommende
                                 UnknownArticles, UnknownUser)
 from mtnews.serve.limits import BodyLimitMiddleware
 from mtnews.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from mtnews.serve.schemas import (INT64_MAX, ArticleOut, ErrorOut, Health, RankedArticle, RankResponse,
+from mtnews.serve.schemas import (ID_MAX, ArticleOut, ErrorOut, Health, RankedArticle, RankResponse,
                                   RecommendResponse, UserOut, UsersResponse, request_models)
 
 log = logging.getLogger("mtnews.serve")
@@ -32,12 +35,24 @@ log = logging.getLogger("mtnews.serve")
 MAX_ERRORS_SHOWN = 20
 MAX_USERS_PAGE = 1000
 
-ERRORS = {
-    400: {"model": ErrorOut, "description": "malformed JSON"},
-    413: {"model": ErrorOut, "description": "request body over --max-body-bytes"},
-    415: {"model": ErrorOut, "description": "body is not JSON (Content-Type)"},
-    422: {"model": ErrorOut, "description": "invalid request, or unknown article ids (listed in unknown_ids)"},
+# What each error status means; 404 differs per route. 400, 413 and 500 can answer any operation (the body
+# limit checks Content-Length before routing), so every operation declares them.
+ERROR_MEANING = {
+    400: "malformed JSON body, or an invalid Content-Length header",
+    409: "contradictory entries in the request: one article_id supplied twice with different fields",
+    413: "request body over the server's --max-body-bytes",
+    415: "a body that is not JSON (Content-Type)",
+    422: "the request fails validation; `errors` lists every problem",
+    500: "a bug in mtnews serve; the server log has the traceback",
 }
+
+
+def _responses(*codes: int, not_found: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses (plus 400, 413, 500), all with the one error model."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, 400, 413, 500} | ({404} if not_found else set())):
+        out[code] = {"model": ErrorOut, "description": not_found if code == 404 else ERROR_MEANING[code]}
+    return out
 
 
 def _article_out(a: ArticleInfo) -> ArticleOut:
@@ -50,7 +65,9 @@ def _results(r: Ranking) -> list[RankedArticle]:
 
 
 def _error(status: int, detail: str, headers: dict | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+    # Built through the model, so no error body can drift from the schema that declares it.
+    body = ErrorOut(detail=detail, **extra).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _clean(errors: list[dict]) -> list[dict]:
@@ -75,7 +92,14 @@ def _page() -> str:
 
 def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int = 1024 * 1024,
                metrics: Metrics | None = None) -> FastAPI:
-    models = request_models(max_list)
+    # Examples in the schema are real ids of this dataset, so /docs and schema-driven clients reach the
+    # scoring code instead of 404s.
+    example_user = next(iter(engine.users(0, 1)), None)
+    known = [] if example_user is None else [a.article_id for a in engine.user_history(example_user)
+                                             if a.article_id is not None]
+    user_examples = {} if example_user is None else {"examples": [example_user]}
+    article_examples = {"examples": [known[-1]]} if known else {}
+    models = request_models(max_list, known)
     RankRequest, RecommendRequest = models.rank, models.recommend
     metrics = metrics or Metrics()
     page = _page()
@@ -135,7 +159,9 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
 
     @app.exception_handler(UnknownArticles)
     async def on_unknown_articles(request: Request, exc: UnknownArticles) -> JSONResponse:
-        return _error(422, str(exc), unknown_ids=exc.ids)
+        # A well-formed request that references articles that do not exist: the schema cannot know the
+        # catalogue, so this is "not found" (404), not a validation failure (422).
+        return _error(404, str(exc), unknown_ids=exc.ids)
 
     @app.exception_handler(UnknownUser)
     async def on_unknown_user(request: Request, exc: UnknownUser) -> JSONResponse:
@@ -143,7 +169,9 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
 
     @app.exception_handler(InvalidRequest)
     async def on_invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
-        return _error(422, str(exc))
+        # Schema-valid entries that contradict each other (JSON Schema cannot say "article_id unique"):
+        # a conflict within the request, 409, so that 422 keeps meaning "the schema rejects this".
+        return _error(409, str(exc))
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
@@ -154,7 +182,9 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
                       headers={"connection": "close"})
 
     # --- API ----------------------------------------------------------------------------------------
-    @app.post("/v1/rank", response_model=RankResponse, responses=ERRORS, tags=["ranking"],
+    @app.post("/v1/rank", response_model=RankResponse, tags=["ranking"],
+              responses=_responses(409, 415, 422, not_found="article ids that are neither in articles.parquet "
+                                   "nor supplied in `articles` (listed in unknown_ids)"),
               summary="Rank candidates for a given click history")
     def rank(body: RankRequest) -> RankResponse:  # type: ignore[valid-type]
         supplied = [SuppliedArticle(a.article_id, a.title, a.category_str) for a in body.articles]
@@ -163,10 +193,11 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
                             encoded_titles=r.encoded_titles)
 
     @app.post("/v1/users/{user_id}/recommend", response_model=RecommendResponse,
-              responses={**ERRORS, 404: {"model": ErrorOut, "description": "user not in history.parquet"}},
+              responses=_responses(415, 422, not_found="user not in the split's history.parquet (user_id), "
+                                   "or candidate ids not in articles.parquet (unknown_ids)"),
               tags=["ranking"], summary="Recommend for a user known from the split's history.parquet")
     def recommend(
-        user_id: Annotated[int, Path(ge=0, le=INT64_MAX)],
+        user_id: Annotated[int, Path(ge=0, le=ID_MAX, **user_examples)],
         body: Annotated[RecommendRequest | None, Body()] = None,  # type: ignore[valid-type]
     ) -> RecommendResponse:
         candidates = body.candidates if body is not None else None
@@ -176,34 +207,38 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
                                  candidates=r.candidates, history_used=r.history_used,
                                  encoded_titles=r.encoded_titles)
 
-    @app.get("/v1/users", response_model=UsersResponse, tags=["lookup"], summary="Known user ids")
+    @app.get("/v1/users", response_model=UsersResponse, tags=["lookup"], responses=_responses(422),
+             summary="Known user ids")
     def users(limit: Annotated[int, Query(ge=1, le=MAX_USERS_PAGE)] = 50,
-              offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0) -> UsersResponse:
+              offset: Annotated[int, Query(ge=0, le=ID_MAX)] = 0) -> UsersResponse:
         return UsersResponse(users=engine.users(offset, limit), total=engine.num_users, offset=offset, limit=limit)
 
     @app.get("/v1/users/{user_id}", response_model=UserOut, tags=["lookup"],
-             responses={404: {"model": ErrorOut}}, summary="A user's history as the model sees it")
-    def user(user_id: Annotated[int, Path(ge=0, le=INT64_MAX)]) -> UserOut:
+             responses=_responses(422, not_found="user not in the split's history.parquet (user_id)"),
+             summary="A user's history as the model sees it")
+    def user(user_id: Annotated[int, Path(ge=0, le=ID_MAX, **user_examples)]) -> UserOut:
         history = [_article_out(a) for a in engine.user_history(user_id)]
         return UserOut(user_id=user_id, history=history, history_size=engine.history_size)
 
     @app.get("/v1/articles/{article_id}", response_model=ArticleOut, tags=["lookup"],
-             responses={404: {"model": ErrorOut}}, summary="One article of the dataset")
-    def article(article_id: Annotated[int, Path(ge=0, le=INT64_MAX)]) -> ArticleOut:
+             responses=_responses(422, not_found="article not in articles.parquet"),
+             summary="One article of the dataset")
+    def article(article_id: Annotated[int, Path(ge=0, le=ID_MAX, **article_examples)]) -> ArticleOut:
         a = engine.article(article_id)
         if a is None:
             raise StarletteHTTPException(404, f"article {article_id} is not in articles.parquet")
         return _article_out(a)
 
     # --- operations ---------------------------------------------------------------------------------
-    @app.get("/healthz", response_model=Health, tags=["operations"])
+    @app.get("/healthz", response_model=Health, tags=["operations"], responses=_responses())
     def healthz() -> Health:
         return Health(status="ok", articles=engine.num_articles, users=engine.num_users,
                       history_size=engine.history_size, dim=engine.model.dim, device=str(engine.device),
                       users_from=engine.source)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}})
+             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}, **_responses()})
     def prometheus() -> Response:
         s = engine.stats()
         gauges = {

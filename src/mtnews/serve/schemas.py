@@ -1,23 +1,46 @@
 """Request and response models of the HTTP API.
 
-Request models are strict (no "12" for 12, no 1.0 or true for an id) and forbid unknown fields, so a
-typo such as "candidate" is a 422 naming the field instead of a silently ignored key. List limits depend
-on `--max-list`, so the request models are built per app by `request_models`; the OpenAPI schema at /docs
-then shows the limits actually enforced.
+Request models accept what their published JSON Schema allows and nothing else (read as I-JSON, RFC 7493:
+a string with a lone surrogate is not text, and is a 422). They are strict (no "12" for 12, no true for
+an id) and forbid unknown fields, so a typo such as "candidate" is a 422 naming the field instead of a
+silently ignored key. List limits depend on `--max-list`, so the request models are built per app by
+`request_models`; /openapi.json then carries the limits actually enforced.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-INT64_MAX = 2**63 - 1  # ids are matched against int64 arrays; larger numbers could never match anyway
+# Ids are bounded by the integers every JSON implementation represents exactly (RFC 7493, I-JSON). A bound
+# near 2**63 is not the same number once it is a double: FastAPI's OpenAPI model stores bounds as floats
+# (2**63 - 1 was published as 2**63), as do clients that parse JSON numbers as doubles (JavaScript), so
+# the schema could not say which ids the server takes. Dataset ids are 32-bit (mtnews.data.schema).
+ID_MAX = 2**53 - 1
 MAX_TITLE_CHARS = 2000
 MAX_CATEGORY_CHARS = 200
 
-ArticleId = Annotated[int, Field(ge=0, le=INT64_MAX, description="an article id (article_id in articles.parquet)")]
-UserId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+def _integral(value: object) -> object:
+    """2.0 as 2: JSON (and so JSON Schema's "integer") does not tell 2.0 from 2; 2.5, "2" and true stay invalid."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = BeforeValidator(_integral)
+# The validator comes after the Field, so the bounds stay the integer's own (minimum/maximum in the schema).
+ArticleId = Annotated[int, Field(ge=0, le=ID_MAX, description="an article id (article_id in articles.parquet)"),
+                      Integer]
+UserId = Annotated[int, Field(ge=0, le=ID_MAX)]
+# articles.parquet's published_time has no time zone, and neither does its answer here: JSON Schema's
+# "date-time" format requires one, so the schema says what is sent instead.
+LocalDateTime = Annotated[datetime, WithJsonSchema({
+    "type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$",
+    "description": "local date and time as in articles.parquet (ISO 8601, no time zone)",
+})]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS)]
 Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_CHARS)]
 
@@ -40,19 +63,28 @@ class RequestModels:
     max_list: int
 
 
-def request_models(max_list: int) -> RequestModels:
-    """Request models whose lists hold at most `max_list` items."""
+def rank_example(max_list: int, article_ids: Sequence[int]) -> dict[str, Any] | None:
+    """A /v1/rank body within `max_list` built from dataset ids (so "Try it out" in /docs ranks), if any."""
+    if not article_ids:
+        return None
+    n = min(max_list, 3)
+    return {"history": list(article_ids[:n]), "candidates": list(article_ids[-n:]), "top_k": min(max_list, 2)}
 
-    TopK = Annotated[int, Field(ge=1, le=max_list, description="return only the best top_k candidates")]
+
+def request_models(max_list: int, article_ids: Sequence[int] = ()) -> RequestModels:
+    """Request models whose lists hold at most `max_list` items; `article_ids` (known ids) make the example.
+
+    The published example must itself be valid: schema-driven clients send it as is.
+    """
+    example = rank_example(max_list, article_ids)
+
+    TopK = Annotated[int, Field(ge=1, le=max_list, description="return only the best top_k candidates"), Integer]
 
     class RankRequest(BaseModel):
         """Rank candidates for a user given by their click history."""
 
-        model_config = ConfigDict(
-            strict=True, extra="forbid",
-            json_schema_extra={"examples": [{"history": [9500001, 9500019], "candidates": [9500055, 9500089],
-                                             "top_k": 10}]},
-        )
+        model_config = ConfigDict(strict=True, extra="forbid",
+                                  json_schema_extra={"examples": [example]} if example else None)
         history: list[ArticleId] = Field(
             default_factory=list, max_length=max_list,
             description="clicked article ids, oldest first; the last data.history_size are used "
@@ -82,7 +114,7 @@ class ArticleOut(BaseModel):
     article_id: int | None = Field(description="null for a history click missing from articles.parquet")
     title: str
     category: str | None
-    published_time: datetime | None = None
+    published_time: LocalDateTime | None = None
 
 
 class RankedArticle(BaseModel):
@@ -128,7 +160,20 @@ class Health(BaseModel):
     users_from: str
 
 
+class FieldError(BaseModel):
+    """One problem found by request validation."""
+
+    model_config = ConfigDict(extra="forbid")
+    loc: list[str | int] = Field(description='where: e.g. ["body", "candidates", 0] or ["query", "limit"]')
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. greater_than_equal")
+
+
 class ErrorOut(BaseModel):
-    detail: str
-    errors: list[dict] | None = None
-    unknown_ids: list[int] | None = None
+    """The body of every 4xx and 5xx answer: a readable `detail`, plus the fields that apply to its status."""
+
+    model_config = ConfigDict(extra="forbid")
+    detail: str = Field(description="what went wrong, in one sentence")
+    errors: list[FieldError] | None = Field(None, description="422: every validation problem (at most 20)")
+    unknown_ids: list[int] | None = Field(None, description="404 on a ranking route: the article ids not found")
+    user_id: int | None = Field(None, description="404 for an unknown user: that user's id")

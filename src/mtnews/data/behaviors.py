@@ -57,7 +57,7 @@ def read_behaviors(paths: SplitPaths, extra: tuple[str, ...] = ()) -> pl.DataFra
 
 def behavior_batches(paths: SplitPaths, columns: list[str], batch_size: int,
                      row_groups: list[int] | range | None = None) -> Iterator[pa.RecordBatch]:
-    """Arrow record batches of `columns` (from `behavior_columns`), checked for null ids.
+    """Arrow record batches of `columns` (from `behavior_columns`), checked for null ids among them.
 
     A data page that fails to decode (the footer was fine, so validation passed) is a DataError naming the file.
     """
@@ -71,7 +71,7 @@ def behavior_batches(paths: SplitPaths, columns: list[str], batch_size: int,
                 batch = next(batches)
             except StopIteration:
                 return
-            _check_null_ids(paths, {c: batch.column(c).null_count for c in ID_COLUMNS})
+            _check_null_ids(paths, {c: batch.column(c).null_count for c in ID_COLUMNS if c in columns})
             yield batch
     except (OSError, pa.ArrowException) as e:
         raise schema.unreadable(paths.behaviors, e) from None

@@ -41,10 +41,8 @@ def check_dataset(root: str | Path) -> dict:
         hist_len = hist["article_id_fixed"].list.drop_nulls().list.len().fill_null(0).to_numpy()
         no_history = ~beh["user_id"].cast(pl.Int64).is_in(hist["user_id"].cast(pl.Int64).implode())
         inview = beh["article_ids_inview"].list.drop_nulls()
-        if paths.oracle.exists():  # synthetic datasets: `evaluate --scorer oracle` would read it
-            offsets = np.zeros(beh.height + 1, dtype=np.int64)
-            np.cumsum(inview.list.len().fill_null(0).to_numpy(), out=offsets[1:])
-            load_oracle(paths).utilities(beh["impression_id"].cast(pl.Int64).to_numpy(), offsets)
+        if paths.oracle.exists():  # synthetic datasets: checked as `evaluate --scorer oracle` would read it
+            load_oracle(paths)
         ids = [inview.explode().drop_nulls().to_numpy(), hist["article_id_fixed"].explode().drop_nulls().to_numpy()]
         row = {
             "impressions": beh.height,

@@ -320,13 +320,15 @@ def _references(path: Path, kind: str) -> pl.DataFrame:
             part = lf.select(pl.col(col).alias("id"), when.alias("t"), pl.lit(inview).alias("inview"))
             parts.append(part.explode("id") if isinstance(schema[col], (pl.List, pl.Array)) else part)
     else:
+        ids = pl.col("article_id_fixed")
+        unknown = ids.list.eval(none)  # one null time per article: the list lengths then always match
         if "impression_time_fixed" in schema:
-            part = lf.select(pl.col("article_id_fixed").alias("id"),
-                             pl.col("impression_time_fixed").list.eval(pl.element().cast(pl.Datetime("us")))
-                             .alias("t")).explode("id", "t")
+            times = pl.col("impression_time_fixed")
+            t = (pl.when(times.is_null() | ids.is_null()).then(unknown)
+                 .otherwise(times.list.eval(pl.element().cast(pl.Datetime("us")))))
         else:
-            part = lf.select(pl.col("article_id_fixed").alias("id"), none.alias("t")).explode("id")
-        parts.append(part.with_columns(inview=pl.lit(False)))
+            t = unknown
+        parts.append(lf.select(ids.alias("id"), t.alias("t")).explode("id", "t").with_columns(inview=pl.lit(False)))
     try:
         return (pl.concat([p.with_columns(pl.col("id").cast(pl.Int64)) for p in parts])
                 .drop_nulls("id")
@@ -340,9 +342,9 @@ def _references(path: Path, kind: str) -> pl.DataFrame:
 
 
 def _check_history_times(path: Path) -> None:
-    """Each clicked article has its time: the two lists of a row must be equally long (or both null)."""
-    lengths = [pl.col(c).list.len().fill_null(-1) for c in ("impression_time_fixed", "article_id_fixed")]
-    differ = lengths[0] != lengths[1]
+    """Each clicked article has its time: where both lists are there, they must be equally long."""
+    times, ids = pl.col("impression_time_fixed"), pl.col("article_id_fixed")
+    differ = (times.list.len() != ids.list.len()).fill_null(False)  # a null list is a row without times
     bad, first = aggregate(path, differ.sum(), pl.col("user_id").filter(differ).first())
     if bad:
         raise DataError(f"{path}: columns 'impression_time_fixed' and 'article_id_fixed' differ in length in {bad} "

@@ -97,6 +97,17 @@ def truncate(rel: str):
     return lambda root: (root / rel).write_bytes((root / rel).read_bytes()[:-40])
 
 
+def corrupt_pages(rel: str):
+    """The footer (so the schema) stays intact; the column chunks before it are overwritten."""
+    def mutate(root: Path) -> None:
+        raw = bytearray((root / rel).read_bytes())
+        # A parquet file ends with its footer, the footer's 4-byte length and b"PAR1".
+        footer = len(raw) - 8 - int.from_bytes(raw[-8:-4], "little")
+        raw[4:footer] = b"\x55" * (footer - 4)
+        (root / rel).write_bytes(bytes(raw))
+    return mutate
+
+
 def make_folder(rel: str):
     def mutate(root: Path) -> None:
         (root / rel).unlink()
@@ -132,6 +143,10 @@ def synth_articles(root: Path, out: Path) -> list:
 def train(root: Path, out: Path) -> list:
     # Every data file is read before the model is built, so the default (embedded) model is never loaded.
     return ["train", "--data", root, "--out", out / "run", "--no-progress", "--train.device", "cpu"]
+
+
+def experiment(root: Path, out: Path) -> list:
+    return ["experiment", "--data", root, "--out", out / "exp", "--variants", "random,oracle", "--seeds", 1]
 
 
 ORACLE, RANDOM, TEST = evaluate("oracle"), evaluate("random"), evaluate("random", "test")
@@ -183,6 +198,8 @@ CASES = [
      ["column 'is_beyond_accuracy' has dtype Int8, expected boolean"]),
     ("behaviors-truncated", truncate(VB), RANDOM, VB, ["not a readable parquet file"]),
     ("behaviors-is-a-folder", make_folder(VB), RANDOM, VB, ["is a folder, expected a parquet file"]),
+    ("behaviors-corrupt-page-oracle", corrupt_pages(VB), ORACLE, VB, ["not a readable parquet file"]),
+    ("behaviors-corrupt-page-check", corrupt_pages(VB), check, VB, ["not a readable parquet file"]),
     ("train-behaviors-empty-file", write_bytes(TB, b""), evaluate("popularity"), TB, ["file is empty (0 bytes)"]),
     # history.parquet and articles.parquet, through evaluate and train
     ("history-ids-as-floats", cast(VH, "article_id_fixed", pl.List(pl.Float64)), RANDOM, VH,
@@ -195,6 +212,10 @@ CASES = [
     ("train-history-is-behaviors", copy(TB, TH), train, TH,
      ["missing column(s) 'article_id_fixed' (list of integers)"]),
     ("train-validation-no-rows", rewrite(VB, lambda d: d.head(0)), train, VB, ["no rows"]),
+    ("experiment-history-users-as-strings", cast(VH, "user_id", pl.String), experiment, VH,
+     ["column 'user_id' has dtype String, expected integer"]),
+    ("experiment-oracle-of-another-split", copy("train/oracle.parquet", VO), experiment, VO,
+     ["impression ids do not match"]),
     # the logs `data synth-articles` reads
     ("synth-articles-impression-time-as-string", put(TB, "impression_time", pl.lit("2023-05-01")), synth_articles, TB,
      ["column 'impression_time' has dtype String, expected datetime"]),
@@ -238,6 +259,17 @@ def test_empty_in_view_list_is_one_clear_error(root, tmp_path, capsys):
     assert ("behaviors.parquet: column 'article_ids_inview' is empty or null in 1 row(s) (first: impression_id 11), "
             "expected at least one in-view article per impression") in errors[0]
     assert files_under(out) == []
+
+
+def test_demo_checks_an_existing_dataset_before_training(root, tmp_path, capsys):
+    """`mtnews demo` reuses OUT/data when it is there; a wrong file in it stops the demo before it trains."""
+    out = tmp_path / "demo"
+    shutil.copytree(root, out / "data")
+    drop(VO, "utility")(out / "data")
+    before = files_under(out)
+    rc, _, err = cli(capsys, "demo", "--out", out)
+    assert_one_error_line(rc, err, out / "data" / VO, ["missing column(s) 'utility' (list of numbers)"])
+    assert files_under(out) == before
 
 
 # --- config files ------------------------------------------------------------------------------------------

@@ -181,7 +181,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    # YAML keys can be numbers or booleans (`1:`, `yes:`); they are unknown keys too, not a TypeError.
+    unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; valid keys under "
                           f"'{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(names))}")
@@ -248,10 +249,16 @@ def parse_overrides(tokens: list[str]) -> dict:
 def read_yaml_mapping(path: str | Path) -> dict:
     """A YAML file's top-level mapping, with one ConfigError for a missing, invalid or non-mapping file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8), expected a YAML config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

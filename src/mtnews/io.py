@@ -9,11 +9,28 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from mtnews.errors import MtnewsError
+
+
+def check_output_file(path: str | os.PathLike | None, what: str = "output") -> None:
+    """Fail before any work when `path` can never be written as a file (it is a folder, or sits under a file)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise MtnewsError(f"{path}: is a folder, expected a file path for the {what}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MtnewsError(f"{path}: {parent} is a file, expected a folder to hold the {what}")
+            break
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)

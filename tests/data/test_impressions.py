@@ -13,6 +13,7 @@ from mtnews.data.dataset import load_split
 from mtnews.data.history import load_histories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import split_paths
+from mtnews.errors import DataError
 
 # Tiny dataset article id -> dense index (see tests/conftest.py).
 IDX = {107: 2, 101: 3, 110: 4, 103: 5, 102: 6, 108: 7, 104: 8, 106: 9, 109: 10, 105: 11}
@@ -57,14 +58,25 @@ def test_labels_are_per_impression(tiny_dataset):
             (1, 10, [101, 102], [102]),
             (2, 10, [102, 101], [101]),  # the same ids, the other one clicked
             (3, 10, [-5, 101, 2**31 - 1], [-5, 2**31 - 1, 555]),  # extreme ids; 555 clicked but not in view
-            (4, 10, [], []),
             (5, 10, [101], None),
         ]
     )
     ev = build_eval_impressions(b, arts, hist)
-    assert ev.offsets.tolist() == [0, 2, 4, 7, 7, 8]
+    assert ev.offsets.tolist() == [0, 2, 4, 7, 8]
     assert ev.labels.tolist() == [0, 1, 0, 1, 1, 0, 1, 0]
     assert ev.candidates.tolist() == [IDX[101], IDX[102], IDX[102], IDX[101], UNK, IDX[101], UNK, IDX[101]]
+
+
+def test_impression_without_inview_articles_is_a_data_error(tiny_dataset):
+    """It could be neither ranked by the metrics nor written to a submission line."""
+    root = tiny_dataset()
+    arts = load_articles(root / "articles.parquet")
+    hist = load_histories(root / "train" / "history.parquet", arts, 2)
+    b = _frame([(1, 10, [101], [101]), (4, 10, [], []), (7, 10, [None], []), (9, 10, [102], [])])
+    with pytest.raises(DataError) as e:
+        build_eval_impressions(b, arts, hist, source=root / "x.parquet")
+    assert str(e.value) == (f"{root / 'x.parquet'}: column 'article_ids_inview' is empty or null in 2 row(s) "
+                            f"(first: impression_id 4), expected at least one in-view article per impression")
 
 
 def test_tiny_test_split(tiny_dataset):

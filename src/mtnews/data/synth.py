@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from mtnews.data.schema import BEHAVIORS, HISTORY, TEST_BEHAVIORS
 from mtnews.data.synth_articles import N_CATEGORIES, build_articles
-from mtnews.errors import ConfigError
+from mtnews.errors import ConfigError, DataError
 from mtnews.io import atomic_dir, atomic_path
 
 # Click model, tuned at the default size (validation, per-impression AUC, seed 0): oracle 0.91, ranking by
@@ -435,6 +435,15 @@ def _split(rng, users: _Users, cat: _Catalogue, name: str, n_imp: int, n_beyond:
     return summary
 
 
+def _check_replaceable(out: Path) -> None:
+    """`out` is swapped in whole, so whatever is there is deleted: allow only an empty folder or a dataset."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder, expected a new, empty or dataset folder to write")
+    if out.is_dir() and not (out / "articles.parquet").exists() and any(out.iterdir()):
+        raise DataError(f"{out}: folder holds other files and no articles.parquet, expected a new, empty or "
+                        f"dataset folder to write (it would be replaced)")
+
+
 def synthesize(
     out: str | Path,
     *,
@@ -455,6 +464,7 @@ def synthesize(
         raise ConfigError("impressions per user must be positive")
     if test_impressions is not None and test_impressions < 1:
         raise ConfigError(f"test_impressions must be at least 1, got {test_impressions}")
+    _check_replaceable(Path(out))
     sizes = {
         "train": max(1, round(train_impressions_per_user * users)),
         "validation": max(1, round(val_impressions_per_user * users)),

@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtnews.data.schema import ARTICLES, REQUIRED_BEHAVIORS, REQUIRED_HISTORY, SENTIMENT_LABELS, validate
+from mtnews.data.schema import (
+    ARTICLES,
+    REFERENCES_BEHAVIORS,
+    REFERENCES_HISTORY,
+    REQUIRED_BEHAVIORS,
+    REQUIRED_HISTORY,
+    SENTIMENT_LABELS,
+    aggregate,
+    validate,
+)
 from mtnews.errors import DataError
 from mtnews.io import atomic_path
 
@@ -293,8 +302,13 @@ def _log_files(log_dir: Path) -> list[tuple[Path, str]]:
 
 def _references(path: Path, kind: str) -> pl.DataFrame:
     """One row per referenced article id in `path`: first time seen, in-view count and read count."""
-    schema = validate(path, REQUIRED_BEHAVIORS if kind == "behaviors" else REQUIRED_HISTORY)
-    lf = pl.scan_parquet(path)
+    if kind == "behaviors":
+        schema = validate(path, REQUIRED_BEHAVIORS, REFERENCES_BEHAVIORS)
+    else:
+        schema = validate(path, REQUIRED_HISTORY, REFERENCES_HISTORY)
+        if "impression_time_fixed" in schema:
+            _check_history_times(path)
+    lf = pl.scan_parquet(path, glob=False)
     none = pl.lit(None, dtype=pl.Datetime("us"))
     parts = []
     if kind == "behaviors":
@@ -306,13 +320,15 @@ def _references(path: Path, kind: str) -> pl.DataFrame:
             part = lf.select(pl.col(col).alias("id"), when.alias("t"), pl.lit(inview).alias("inview"))
             parts.append(part.explode("id") if isinstance(schema[col], (pl.List, pl.Array)) else part)
     else:
+        ids = pl.col("article_id_fixed")
+        unknown = ids.list.eval(none)  # one null time per article: the list lengths then always match
         if "impression_time_fixed" in schema:
-            part = lf.select(pl.col("article_id_fixed").alias("id"),
-                             pl.col("impression_time_fixed").list.eval(pl.element().cast(pl.Datetime("us")))
-                             .alias("t")).explode("id", "t")
+            times = pl.col("impression_time_fixed")
+            t = (pl.when(times.is_null() | ids.is_null()).then(unknown)
+                 .otherwise(times.list.eval(pl.element().cast(pl.Datetime("us")))))
         else:
-            part = lf.select(pl.col("article_id_fixed").alias("id"), none.alias("t")).explode("id")
-        parts.append(part.with_columns(inview=pl.lit(False)))
+            t = unknown
+        parts.append(lf.select(ids.alias("id"), t.alias("t")).explode("id", "t").with_columns(inview=pl.lit(False)))
     try:
         return (pl.concat([p.with_columns(pl.col("id").cast(pl.Int64)) for p in parts])
                 .drop_nulls("id")
@@ -325,6 +341,16 @@ def _references(path: Path, kind: str) -> pl.DataFrame:
         raise DataError(f"{path}: cannot read article references ({first})") from None
 
 
+def _check_history_times(path: Path) -> None:
+    """Each clicked article has its time: where both lists are there, they must be equally long."""
+    times, ids = pl.col("impression_time_fixed"), pl.col("article_id_fixed")
+    differ = (times.list.len() != ids.list.len()).fill_null(False)  # a null list is a row without times
+    bad, first = aggregate(path, differ.sum(), pl.col("user_id").filter(differ).first())
+    if bad:
+        raise DataError(f"{path}: columns 'impression_time_fixed' and 'article_id_fixed' differ in length in {bad} "
+                        f"row(s) (first: user_id {first}), expected one time per article")
+
+
 def synthesize_articles(log_dir: str | Path, out_file: str | Path, seed: int = 0) -> int:
     """Write an articles.parquet covering every article id referenced under `log_dir`; return its row count.
 
@@ -332,6 +358,8 @@ def synthesize_articles(log_dir: str | Path, out_file: str | Path, seed: int = 0
     counts in the logs, so time and popularity features stay consistent with the behaviors.
     """
     log_dir, out_file = Path(log_dir), Path(out_file)
+    if out_file.is_dir():
+        raise DataError(f"{out_file}: is a folder, expected the path of the articles.parquet to write")
     refs = pl.concat([_references(path, kind) for path, kind in _log_files(log_dir)])
     refs = (refs.group_by("id")
             .agg(pl.col("t").min(), pl.col("inviews").sum(), pl.col("reads").sum())

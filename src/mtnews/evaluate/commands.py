@@ -45,8 +45,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from mtnews.evaluate.split_scoring import score_split
     from mtnews.evaluate.tables import metrics_table
-    from mtnews.io import atomic_write_text
+    from mtnews.io import atomic_write_text, check_output_file
 
+    check_output_file(args.json_out, "metrics JSON")
     result = score_split(args.data, args.split, scorer=args.scorer, run=args.run, chunk=args.chunk,
                          predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True)
     name = args.run or args.scorer

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtnews.errors import ConfigError, MtnewsError
+from mtnews.io import check_output_file
 
 STATE = "state.json"
 TEXT = "predictions.txt"
@@ -219,6 +220,7 @@ def predict(
     max_candidates = max_candidates or MAX_CANDIDATES
     compresslevel = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
     out = Path(out)
+    check_output_file(out, "predictions zip")
     paths = split_paths(data, split)
     dev = resolve_device(device)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device=dev)
@@ -253,7 +255,7 @@ def predict(
                        unit="imp")
             try:
                 for table in iter_behavior_chunks(paths, chunk_rows, state.rows_done):
-                    for imps in iter_pieces(table, articles, histories, max_candidates):
+                    for imps in iter_pieces(table, articles, histories, max_candidates, paths.behaviors):
                         text, n = render_predictions(imps.impression_id, scorer.score(imps), imps.offsets)
                         side.write(text)
                         state.bytes += len(text)

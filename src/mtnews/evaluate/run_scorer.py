@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from mtnews.data import schema
+from mtnews.data.behaviors import behavior_batches, behavior_columns
 from mtnews.data.articles import PAD, ArticleTable
 from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions
@@ -34,11 +33,10 @@ def split_article_indices(paths: SplitPaths, articles: ArticleTable, histories: 
     Sorted and unique, PAD excluded; UNK (1) is included when some in-view id is unknown. Memory is one
     record batch plus a boolean per article and per history row, whatever the number of impressions.
     """
-    schema.validate(paths.behaviors, schema.REQUIRED_BEHAVIORS)
+    behavior_columns(paths)  # validates the file up front
     need = np.zeros(len(articles), dtype=bool)
     seen_rows = np.zeros(histories.matrix.shape[0], dtype=bool)
-    pf = pq.ParquetFile(paths.behaviors)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=["user_id", "article_ids_inview"]):
+    for batch in behavior_batches(paths, ["user_id", "article_ids_inview"], batch_rows):
         inview = pc.drop_null(pc.list_flatten(batch.column(1))).to_numpy(zero_copy_only=False)
         # Few distinct ids per batch (a 250-article beyond-accuracy list repeats), so dedupe before lookup.
         need[articles.index(np.unique(inview))] = True

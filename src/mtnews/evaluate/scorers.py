@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mtnews.data import schema
 from mtnews.data.behaviors import read_behaviors
 from mtnews.data.impressions import EvalImpressions
 from mtnews.data.layout import SplitPaths, split_paths
-from mtnews.errors import DataError
+from mtnews.data.oracle import load_oracle
 
 
 class RandomScorer:
@@ -51,25 +50,8 @@ class OracleScorer:
     name = "oracle"
 
     def __init__(self, paths: SplitPaths):
-        path = paths.oracle
-        if not path.exists():
-            raise DataError(f"{path}: oracle file not found (only synthetic datasets from `mtnews data synth` have one)")
-        schema.validate(path, {"impression_id": schema.INT})
-        df = pl.read_parquet(path, columns=["impression_id", "utility"]).sort("impression_id")
-        self.ids = df["impression_id"].cast(pl.Int64).to_numpy()
-        lengths = df["utility"].list.len().fill_null(0).to_numpy()
-        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
-        self.flat = df["utility"].explode().cast(pl.Float64).to_numpy()
-        self.path = path
+        self.oracle = load_oracle(paths)  # validated against the split's behaviors before anything is scored
+        self.path = self.oracle.path
 
     def score(self, imps: EvalImpressions) -> np.ndarray:
-        pos = np.searchsorted(self.ids, imps.impression_id).clip(0, max(len(self.ids) - 1, 0))
-        if len(self.ids) == 0 or not np.array_equal(self.ids[pos], imps.impression_id):
-            raise DataError(f"{self.path}: some impressions of the split have no oracle row")
-        n = np.diff(imps.offsets)
-        if not np.array_equal(self.offsets[pos + 1] - self.offsets[pos], n):
-            raise DataError(f"{self.path}: utility lists are not aligned with article_ids_inview")
-        start = np.repeat(self.offsets[pos], n)
-        within = np.arange(len(imps.candidates)) - np.repeat(imps.offsets[:-1], n)
-        return self.flat[start + within]
+        return self.oracle.utilities(imps.impression_id, imps.offsets)

@@ -12,6 +12,7 @@ from mtnews.data.articles import load_articles
 from mtnews.data.history import load_histories
 from mtnews.data.layout import SplitPaths, split_paths
 from mtnews.errors import ConfigError
+from mtnews.io import check_output_file
 from mtnews.evaluate.run_scorer import ModelScorer
 from mtnews.evaluate.scorers import OracleScorer, PopularityScorer, RandomScorer
 from mtnews.evaluate.streaming import run_scorer
@@ -47,6 +48,7 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     paths = split_paths(data, split)
     if not paths.labelled and predictions_out is None:
         raise ConfigError("the test split has no clicks to evaluate; add --predictions-out to write predictions")
+    check_output_file(predictions_out, "predictions zip")
     if scorer is not None and scorer not in BASELINES:
         raise ConfigError(f"unknown scorer '{scorer}', expected one of {', '.join(BASELINES)}")
     if run is not None and not isinstance(run, Run):

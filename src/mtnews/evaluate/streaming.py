@@ -23,11 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtnews.data.articles import ArticleTable
-from mtnews.data.behaviors import behavior_columns, count_behaviors
+from mtnews.data.behaviors import behavior_batches, behavior_columns, count_behaviors
 from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import SplitPaths
-from mtnews.errors import DataError
 from mtnews.evaluate.metrics import MetricAccumulator
 from mtnews.evaluate.submission import PredictionWriter
 
@@ -76,7 +75,7 @@ def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0)
     skip = int(start_row - starts[first])
     buf: list[pa.RecordBatch] = []
     have = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=range(first, md.num_row_groups), columns=cols):
+    for batch in behavior_batches(paths, cols, chunk_rows, row_groups=range(first, md.num_row_groups)):
         if skip:
             if batch.num_rows <= skip:
                 skip -= batch.num_rows
@@ -86,18 +85,11 @@ def iter_behavior_chunks(paths: SplitPaths, chunk_rows: int, start_row: int = 0)
         have += batch.num_rows
         while have >= chunk_rows:
             table = pa.Table.from_batches(buf)
-            yield _check_ids(table.slice(0, chunk_rows), paths)
+            yield table.slice(0, chunk_rows)
             rest = table.slice(chunk_rows)
             buf, have = rest.to_batches(), rest.num_rows
     if have:
-        yield _check_ids(pa.Table.from_batches(buf), paths)
-
-
-def _check_ids(table: pa.Table, paths: SplitPaths) -> pa.Table:
-    for c in ("impression_id", "user_id"):
-        if table.column(c).null_count:
-            raise DataError(f"{paths.behaviors}: column '{c}' has null values, expected none")
-    return table
+        yield pa.Table.from_batches(buf)
 
 
 def piece_bounds(inview_lengths: np.ndarray, max_candidates: int) -> np.ndarray:
@@ -116,7 +108,7 @@ def piece_bounds(inview_lengths: np.ndarray, max_candidates: int) -> np.ndarray:
 
 
 def iter_pieces(table: pa.Table, articles: ArticleTable, histories: UserHistories,
-                max_candidates: int = MAX_CANDIDATES) -> Iterator[EvalImpressions]:
+                max_candidates: int = MAX_CANDIDATES, source: Path | None = None) -> Iterator[EvalImpressions]:
     """The evaluation impressions of one behaviors chunk, piece by piece (see `piece_bounds`).
 
     Only the piece being scored is converted to polars, so a chunk of 250-article beyond-accuracy rows
@@ -125,7 +117,7 @@ def iter_pieces(table: pa.Table, articles: ArticleTable, histories: UserHistorie
     lengths = pc.list_value_length(table.column("article_ids_inview")).fill_null(0).to_numpy().astype(np.int64)
     bounds = piece_bounds(lengths, max_candidates)
     for a, b in zip(bounds[:-1], bounds[1:]):
-        yield build_eval_impressions(pl.from_arrow(table.slice(int(a), int(b - a))), articles, histories)
+        yield build_eval_impressions(pl.from_arrow(table.slice(int(a), int(b - a))), articles, histories, source)
 
 
 def run_scorer(
@@ -142,7 +134,7 @@ def run_scorer(
         if writer:
             writer.__enter__()
         for table in iter_behavior_chunks(paths, chunk_rows):
-            for imps in iter_pieces(table, articles, histories, max_candidates):
+            for imps in iter_pieces(table, articles, histories, max_candidates, paths.behaviors):
                 scores = scorer.score(imps)
                 if acc is not None:
                     acc.update(imps.labels, scores, imps.offsets)

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from types import TracebackType
 
@@ -272,6 +273,8 @@ def read_predictions(path: str | os.PathLike, *, member: str = MEMBER) -> tuple[
 
 
 def _read_member(path: Path, member: str) -> bytes:
+    if path.is_dir():
+        raise PredictionFileError(f"{path}: is a folder, expected a predictions zip file")
     if not path.is_file():
         raise PredictionFileError(f"{path}: predictions file not found")
     try:
@@ -279,7 +282,8 @@ def _read_member(path: Path, member: str) -> bytes:
             if member not in zf.namelist():
                 raise PredictionFileError(f"{path}: zip has no member {member!r} (found {zf.namelist()})")
             return zf.read(member)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+    # zlib.error: the directory is intact but the deflated member is corrupt.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error) as exc:
         raise PredictionFileError(f"{path}: not a readable zip file ({exc})") from exc
 
 

@@ -7,8 +7,6 @@ import os
 import time
 from pathlib import Path
 
-DEFAULT_SEEDS = 3
-EXPERIMENT_KEYS = {"seeds", "variants"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside)")
     e.add_argument("--out", required=True, help="experiment folder (runs/, report.md, results.csv, *.png)")
     e.add_argument("--config", help="base YAML config; an optional `experiment:` section sets seeds and variants")
-    e.add_argument("--seeds", type=int, default=None, help=f"seeds per trained variant (default {DEFAULT_SEEDS})")
+    e.add_argument("--seeds", type=int, default=None, help="seeds per trained variant (default 3, or the config's experiment.seeds)")
     e.add_argument("--variants", default=None, help="comma-separated subset, e.g. random,mtrec,no-lora (default: all)")
     e.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report from finished runs")
     e.set_defaults(func=_experiment, accepts_overrides=True)
@@ -41,26 +39,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, args.config, args.overrides, users=args.users, articles=args.articles, seed=args.seed)
     return 0
-
-
-def load_experiment_config(path: str | None, overrides: list[str]) -> tuple:
-    """(base Config, experiment settings) from a YAML whose optional `experiment:` section holds
-    `seeds` and `variants`; every other key is the training config, as for `mtnews train`."""
-    from mtnews.config import merge_dicts, load_config, parse_overrides, read_yaml_mapping
-    from mtnews.errors import ConfigError
-
-    if path is None:
-        return load_config(None, overrides), {}
-    p = Path(path)
-    data = read_yaml_mapping(p)
-    settings = data.pop("experiment", None) or {}
-    if not isinstance(settings, dict) or set(settings) - EXPERIMENT_KEYS:
-        raise ConfigError(f"{p}: `experiment:` may only hold {', '.join(sorted(EXPERIMENT_KEYS))}")
-    try:
-        cfg = load_config(None, merge_dicts(data, parse_overrides(overrides)) if overrides else data)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
-    return cfg, settings
 
 
 class RichListener:
@@ -112,21 +90,6 @@ class RichListener:
         self.progress.stop()
 
 
-def record_invocation(out: Path, seconds: float, runs_done: int, report_only: bool, load: tuple) -> list[dict]:
-    """Append this invocation to EXP_DIR/invocations.json, so the report's total wall time covers resumes."""
-    import json
-    from datetime import datetime
-
-    from mtnews.io import atomic_write_text
-
-    path = out / "invocations.json"
-    log = json.loads(path.read_text()) if path.is_file() else []
-    log.append({"finished": datetime.now().isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-                "runs_done": runs_done, "report_only": report_only, "load": [round(x, 2) for x in load]})
-    atomic_write_text(path, json.dumps(log, indent=2))
-    return log
-
-
 def _summary_table(results):
     import math
 
@@ -156,6 +119,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from mtnews.errors import ConfigError
     from mtnews.experiment.report import ReportContext, write_report
     from mtnews.experiment.runner import load_result, plan_runs, run_all
+    from mtnews.experiment.settings import DEFAULT_SEEDS, load_experiment_config, record_invocation
     from mtnews.experiment.variants import parse_variants
 
     t0, load0 = time.perf_counter(), os.getloadavg()[0]

@@ -94,8 +94,10 @@ class Trainer:
         self.articles = load_articles(paths.articles, max_entity_groups=cfg.model.ner_groups)
         self.train_split = load_split(self.data, "train", cfg.data.history_size, self.articles)
         self.val_split: Split | None = None
+        self._val_imps = None
         if "validation" in available_splits(self.data):
             self.val_split = load_split(self.data, "validation", cfg.data.history_size, self.articles)
+            self._validation_impressions()  # a broken validation split fails now, not after the first steps
         self.model, self.tokenizer = build_model(cfg, self.articles.vocab)
         tokenizer = self.tokenizer
         self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
@@ -130,7 +132,6 @@ class Trainer:
         self.eval_log = CsvLog(self.out / "eval.csv", EVAL_FIELDS)
         self.step, self.best_auc = 0, -math.inf
         self._plan: EpochPlan | None = None
-        self._val_imps = None
 
     # --- data ------------------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> EpochPlan:
@@ -155,15 +156,18 @@ class Trainer:
         return out
 
     # --- evaluation ------------------------------------------------------------------------------
-    def evaluate(self) -> dict | None:
-        if self.val_split is None:
-            return None
+    def _validation_impressions(self):
         if self._val_imps is None:
             imps = self.val_split.eval_impressions()
             k = self.cfg.data.eval_impressions
             self._val_imps = imps.slice(0, min(k, len(imps))) if k else imps
+        return self._val_imps
+
+    def evaluate(self) -> dict | None:
+        if self.val_split is None:
+            return None
         t0 = time.perf_counter()
-        imps = self._val_imps
+        imps = self._validation_impressions()
         scores = score_in_memory(self.model, self.tokens, self.val_split.histories, imps, self.acc.device,
                                  self.cfg.data.eval_chunk)
         m = ranking_metrics(imps.labels, scores, offsets=imps.offsets)

@@ -302,6 +302,7 @@ def test_run_config_of_wrong_type_is_named(root, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(Config().to_yaml().replace("history_size: 30", "history_size: thirty"))
+    (run / "run.json").write_text("{}")  # read after the config
     rc, _, err = cli(capsys, "evaluate", "--data", root, "--run", run, "--json-out", tmp_path / "m.json")
     assert_one_error_line(rc, err, run / "config.yaml", ["data.history_size: expected an integer, got 'thirty'"])
     assert not (tmp_path / "m.json").exists()
@@ -386,3 +387,25 @@ def test_subprocess_shows_one_line_and_no_traceback(root, tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"mtnews: error: {root / VO}: missing column(s) 'utility' (list of numbers)\n"
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--json-out", "--predictions-out"])
+def test_an_output_path_that_is_a_folder_fails_before_scoring(root, tmp_path, capsys, flag):
+    folder = tmp_path / "already-a-folder"
+    folder.mkdir()
+    rc, _, err = cli(capsys, "evaluate", "--data", root, "--scorer", "random", flag, folder)
+    assert_one_error_line(rc, err, folder, ["is a folder, expected a file path"])
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("section, needles", [
+    ("experiment: {seeds: many}", ["experiment.seeds", "expected an integer", "'many'"]),
+    ("experiment: {seeds: true}", ["experiment.seeds", "expected an integer"]),
+    ("experiment: {variants: 5}", ["experiment.variants", "expected a comma-separated string or a list"]),
+])
+def test_experiment_settings_of_the_wrong_type(root, tmp_path, capsys, section, needles):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(section + "\n")
+    rc, _, err = cli(capsys, "experiment", "--data", root, "--out", tmp_path / "exp", "--config", cfg)
+    assert_one_error_line(rc, err, cfg, needles)
+    assert not (tmp_path / "exp").exists()

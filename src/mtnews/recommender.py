@@ -53,7 +53,9 @@ class UnknownArticles(RequestError):
 class UnknownUser(RequestError):
     def __init__(self, user_id: int, source: str):
         self.user_id = user_id
-        super().__init__(f"user {user_id} is not in {source}; rank with an explicit history instead")
+        super().__init__(f"user {user_id} is not in {source}; rank with an explicit history instead"
+                         if source else f"user {user_id} is unknown: no users are loaded (give a dataset, "
+                                        f"`--data`); rank with an explicit history instead")
 
 
 class InvalidRequest(RequestError):
@@ -164,7 +166,7 @@ class Recommender:
             raise ValueError("histories must be built with the run's data.history_size")
         self.histories = histories if histories is not None else UserHistories(
             np.zeros(0, dtype=np.int64), np.zeros((1, self.history_size), dtype=np.int32))
-        self.source = source or ("no users loaded" if histories is None else "history.parquet")
+        self.source = source if source is not None else ("" if histories is None else "history.parquet")
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
         self.recent = recent
@@ -198,7 +200,7 @@ class Recommender:
 
         run = load_run(run_dir, device=resolve_device(device))
         if data is None:
-            return cls(run, cache_size=cache_size, recent=recent, source="no users loaded (no --data)")
+            return cls(run, cache_size=cache_size, recent=recent)
         paths = split_paths(data, split)
         articles = run.load_dataset_articles(paths.articles)
         histories = load_histories(paths.history, articles, run.history_size)
@@ -219,8 +221,9 @@ class Recommender:
         return self.model.dim
 
     def describe(self) -> str:
+        users = f"{self.num_users} users from {self.source}" if self.source else "no users loaded"
         return (f"{self.num_articles} articles encoded in {self.encode_seconds:.1f}s ({self.dim}-dim, "
-                f"{self.device}); {self.num_users} users from {self.source}; history size {self.history_size}")
+                f"{self.device}); {users}; history size {self.history_size}")
 
     def _info(self, idx: int) -> ArticleInfo:
         a = self.articles

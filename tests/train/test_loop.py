@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,17 +47,6 @@ def _cfg(tiny_bert, *extra):
                               "--train.log_every", "1", "--train.eval_every", "0", *extra])
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_no_dropout(tiny_bert, tmp_path_factory) -> Path:
-    """The session's tiny random BERT, same weights, with hidden and attention dropout off."""
-    out = tmp_path_factory.mktemp("tiny-bert-no-dropout") / "bert"
-    shutil.copytree(tiny_bert, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
-
-
 def _metrics(run) -> list[dict]:
     with open(run / "metrics.csv") as f:
         return list(csv.DictReader(f))
@@ -71,8 +58,8 @@ RUNS = [(False, "2e-3", 150, 0.03), (True, "5e-3", 60, None)]
 
 
 @pytest.mark.parametrize("lora,lr,steps,margin", RUNS, ids=["full", "lora"])
-def test_short_run_learns(small_synth, tiny_bert_no_dropout, tmp_path, lora, lr, steps, margin):
-    cfg = _cfg(tiny_bert_no_dropout, "--model.lora.enabled", str(lora).lower(), "--train.lr", lr,
+def test_short_run_learns(small_synth, bert_no_dropout, tmp_path, lora, lr, steps, margin):
+    cfg = _cfg(bert_no_dropout, "--model.lora.enabled", str(lora).lower(), "--train.lr", lr,
                "--train.max_steps", str(steps), "--train.batch_size", "16", "--train.checkpoint_every", "1000",
                "--tasks.category", "1.0", "--train.head_lr", "3e-3")
     trainer = Trainer(cfg, small_synth, tmp_path / "run", progress=False)

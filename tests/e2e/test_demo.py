@@ -50,8 +50,7 @@ def test_demo_pipeline_with_tiny_bert(tmp_path, tiny_bert):
 @pytest.mark.slow
 def test_minilm_train_evaluate_predict(tmp_path):
     """The embedded MiniLM: a few LoRA + surgery steps, then evaluate and a RecSys'24 predictions.zip."""
-    from mtnews.data.dataset import load_split
-    from mtnews.evaluate.model_scorers import ModelScorer
+    from mtnews import Recommender
 
     data, run = tmp_path / "data", tmp_path / "run"
     r = mtnews("data", "synth", "--out", str(data), "--users", "120", "--articles", "150", "--with-testset")
@@ -62,18 +61,18 @@ def test_minilm_train_evaluate_predict(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "final" / "model.safetensors").is_file() and (run / "best" / "model.safetensors").is_file()
 
-    # The trained run's scores: finite, one per candidate, and not collapsed to a constant.
-    split = load_split(data, "validation", 5)
-    imps = split.eval_impressions()
-    scores = ModelScorer(run, split.paths, split.articles, split.histories, device="cpu").score(imps)
-    assert scores.shape == (len(imps.candidates),) and np.isfinite(scores).all()
-    assert np.ptp(scores) > 0
+    # The trained run's scores (the public API): finite, one per in-view article, not collapsed to a constant.
+    validation = pl.read_parquet(data / "validation" / "behaviors.parquet")
+    scored = Recommender.from_run(run, data, "validation", device="cpu").score(validation)
+    assert scored["scores"].list.len().to_list() == validation["article_ids_inview"].list.len().to_list()
+    scores = scored["scores"].explode().to_numpy()
+    assert np.isfinite(scores).all() and np.ptp(scores) > 0
 
     r = mtnews("evaluate", "--data", str(data), "--split", "validation", "--run", str(run),
                "--json-out", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["impressions"] == pl.read_parquet(data / "validation" / "behaviors.parquet").height
+    assert m["impressions"] == validation.height
     assert all(np.isfinite(m[k]) for k in ("auc", "mrr", "ndcg@5", "ndcg@10"))
 
     zpath = tmp_path / "predictions.zip"

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mtnews-installed
 DEMO_DIR ?= runs/demo
 DEMO_DATA ?= $(DEMO_DIR)/data
 
-.PHONY: install test demo clean bench
+.PHONY: install test test-fast demo clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The fast tier (about 2 minutes): everything but the tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(PY) -m mtnews demo --out $(DEMO_DIR)

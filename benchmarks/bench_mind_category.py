@@ -1,10 +1,11 @@
 """Benchmark: does fine-tuning MiniLM with MTRec's category head learn categories from real news titles?
 
-    .venv/bin/python benchmarks/bench_mind_category.py [--news /work/shared/data/mind-news-sample/news.tsv]
+    .venv/bin/python benchmarks/bench_mind_category.py [--news ../shared/data/mind-news-sample/news.tsv]
         [--epochs 3] [--methods majority,probe,lora,full] [--device auto]
 
 Data: a MIND news sample (tab-separated, no header: news_id, category, subcategory, title, abstract, url,
-title_entities, abstract_entities), titles only, a seeded random 1,600 / 400 train / held-out split.
+title_entities, abstract_entities), titles only, a seeded random 1,600 / 400 train / held-out split. Without
+--news it is looked up at $MTNEWS_MIND_SAMPLE, else at ../shared/data/mind-news-sample/news.tsv from the repository root.
 
 Methods, all on the same split:
   majority  the most frequent training category
@@ -28,9 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchcommon import load_average, machine, resolve  # noqa: E402
-
-NEWS = Path("/work/shared/data/mind-news-sample/news.tsv")
+from benchcommon import MIND_SAMPLE_ENV, load_average, machine, mind_sample, resolve  # noqa: E402
 
 
 def read_news(path: Path) -> tuple[list[str], list[str]]:
@@ -125,7 +124,7 @@ def fine_tune(titles: list[str], y: np.ndarray, tr: np.ndarray, te: np.ndarray, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--news", type=Path, default=NEWS)
+    ap.add_argument("--news", type=Path, default=None, help=f"news.tsv (default: ${MIND_SAMPLE_ENV} or the shared sample)")
     ap.add_argument("--methods", default="majority,probe,lora,full")
     ap.add_argument("--n-train", type=int, default=1600)
     ap.add_argument("--seed", type=int, default=0)
@@ -137,8 +136,12 @@ def main() -> None:
     ap.add_argument("--head-lr", type=float, default=1e-3)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = ap.parse_args()
-    if not args.news.is_file():
-        sys.exit(f"bench_mind_category: {args.news} not found")
+    news = args.news or mind_sample()
+    if not news.is_file():
+        how = ("--news" if args.news else f"${MIND_SAMPLE_ENV}" if os.environ.get(MIND_SAMPLE_ENV)
+               else f"../shared/data from the repository root; set ${MIND_SAMPLE_ENV} to point elsewhere")
+        sys.exit(f"bench_mind_category: skipped, needs the MIND news sample; {news} (from {how}) not found")
+    args.news = news
 
     from rich.console import Console
     from rich.table import Table

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine line, default synthetic data, child processes' peak RSS.
+"""Helpers shared by the benchmark scripts: machine line, default synthetic data, child processes' peak RSS,
+and where the MIND news sample lives.
 
 torch is imported lazily, so child processes that only touch the data layer do not pay for it.
 """
@@ -11,6 +12,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+MIND_SAMPLE_ENV = "MTNEWS_MIND_SAMPLE"
+# Not vendored (MIND has its own research licence): the shared data folder next to the repository.
+MIND_SAMPLE_DEFAULT = REPO.parent / "shared" / "data" / "mind-news-sample" / "news.tsv"
+
+
+def mind_sample() -> Path:
+    """The MIND news sample: `$MTNEWS_MIND_SAMPLE`, else `../shared/data/mind-news-sample/news.tsv` from the repo root."""
+    env = os.environ.get(MIND_SAMPLE_ENV)
+    return Path(env) if env else MIND_SAMPLE_DEFAULT
 
 
 def load_average() -> str:

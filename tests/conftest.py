@@ -1,4 +1,10 @@
-"""Shared fixtures: a tiny hand-made EBNeRD dataset, and the real EBNeRD fixture log with simple articles.
+"""Shared fixtures: a tiny hand-made EBNeRD dataset, the real EBNeRD fixture log with simple articles, and the
+MIND news sample's location.
+
+The real EBNeRD fixture is vendored in `tests/fixtures/ebnerd/` (MIT, Ekstra Bladet; see its README), so tests
+that use it always run. The MIND sample is not vendored (MIND has its own licence): `mind_sample` finds it at
+`$MTNEWS_MIND_SAMPLE`, else at `../shared/data/mind-news-sample/news.tsv` from the repository root, and skips,
+saying where it looked, when neither exists.
 
 `tiny_dataset(...)` writes this (every official column, with the official dtypes from `mtnews.data.schema`;
 columns not listed below are all null). Article rows are deliberately not sorted by id, so the dense index
@@ -37,6 +43,7 @@ of an article is its *row* + 2 (0 = PAD, 1 = UNK):
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +53,11 @@ import pytest
 
 from mtnews.data import schema
 
-REAL_FIXTURE = Path("/work/shared/data/ebnerd-fixture")
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+REAL_FIXTURE = TESTS / "fixtures" / "ebnerd"
+MIND_SAMPLE_ENV = "MTNEWS_MIND_SAMPLE"
+MIND_SAMPLE_DEFAULT = REPO.parent / "shared" / "data" / "mind-news-sample" / "news.tsv"
 
 # (id, category_str, category, sentiment_label, entity_groups), in file row order.
 TINY_ARTICLES = [
@@ -151,8 +162,6 @@ def fixture_dataset(tmp_path) -> Path:
     Article i (0-based, ids sorted ascending) has title "Article <id>", category_str
     ("news", "sport", "krimi")[i % 3] and sentiment ("Negative", "Neutral", "Positive")[i % 3].
     """
-    if not (REAL_FIXTURE / "behaviors.parquet").exists():
-        pytest.skip(f"real EBNeRD fixture not found at {REAL_FIXTURE}")
     root = tmp_path / "ebnerd"
     (root / "train").mkdir(parents=True)
     for f in ("behaviors.parquet", "history.parquet"):
@@ -174,6 +183,23 @@ def fixture_dataset(tmp_path) -> Path:
         schema.ARTICLES,
     ).write_parquet(root / "articles.parquet")
     return root
+
+
+@pytest.fixture(scope="session")
+def ebnerd_fixture() -> Path:
+    """The vendored real EBNeRD fixture folder (behaviors.parquet, history.parquet); read-only by convention."""
+    return REAL_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def mind_sample() -> Path:
+    """The MIND news sample (news.tsv, 2,000 rows, no header); skips with the places it looked when absent."""
+    env = os.environ.get(MIND_SAMPLE_ENV)
+    path = Path(env) if env else MIND_SAMPLE_DEFAULT
+    if not path.is_file():
+        where = f"${MIND_SAMPLE_ENV}={env}" if env else f"{MIND_SAMPLE_DEFAULT} (or set ${MIND_SAMPLE_ENV})"
+        pytest.skip(f"needs the MIND news sample (not vendored: MIND has its own licence); none at {where}")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +245,5 @@ def trained_run(tmp_path_factory, small_synth, tiny_bert) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Token caches go to a temporary folder, never the user's ~/.cache."""
-    import os
-
     os.environ["MTNEWS_CACHE"] = str(tmp_path_factory.mktemp("mtnews-cache"))
     yield

@@ -45,6 +45,7 @@ def checkpointed_run(small_synth, tiny_bert, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow  # six CLI subprocesses, each importing torch: ~30 s on 2 cores
 def test_bad_input_exits_with_one_clear_line(small_synth, tiny_bert, checkpointed_run, tmp_path):
     common = ["--data", str(small_synth), "--no-progress", "--train.device", "cpu"]
     runs = {}

@@ -1,15 +1,15 @@
 """MIND -> EBNeRD conversion against a plain-Python reference, its error messages, and MIND-layout synth.
 
 The news rows are the real MIND sample (`../shared/data/mind-news-sample/news.tsv` from the repository root,
-or $MTNEWS_MIND_SAMPLE); the behaviors around them are synthetic, written line by line here so that the
-expected parquet contents come from an independent parser of the same lines (`json.loads`, str.split,
-Python datetime formatting).
+or $MTNEWS_MIND_SAMPLE; the `mind_sample` fixture in tests/conftest.py finds it, and the tests that need it
+skip, saying where it looked, without it); the behaviors around them are synthetic, written line by line here
+so that the expected parquet contents come from an independent parser of the same lines (`json.loads`,
+str.split, Python datetime formatting).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,10 +25,6 @@ from mtnews.data.mind import CONVERSION_FILE, EXTRA_ARTICLE_COLUMNS, convert_min
 from mtnews.data.synth import synthesize
 from mtnews.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = Path(os.environ.get("MTNEWS_MIND_SAMPLE", REPO / ".." / "shared" / "data" / "mind-news-sample" / "news.tsv"))
-needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"MIND news sample not found at {SAMPLE} "
-                                  "(set MTNEWS_MIND_SAMPLE to its news.tsv)")
 START = datetime(2019, 11, 9, 0, 0, 0)
 # MIND folder, mtnews split, sample news rows it lists (overlapping, so the union must deduplicate), impressions
 SPLITS = [("MINDsmall_train", "train", slice(0, 1200), 80), ("MINDsmall_dev", "validation", slice(900, 1700), 40),
@@ -48,10 +44,8 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def news_lines() -> list[str]:
-    if not SAMPLE.is_file():
-        pytest.skip(f"MIND news sample not found at {SAMPLE}")
-    return SAMPLE.read_text(encoding="utf-8").splitlines()
+def news_lines(mind_sample) -> list[str]:
+    return mind_sample.read_text(encoding="utf-8").splitlines()
 
 
 def synthetic_split(rng: np.random.Generator, news_ids: list[str], n: int, first_id: int, labelled: bool,
@@ -101,7 +95,6 @@ def mind(tmp_path_factory, news_lines) -> dict:
 
 # --- the converted dataset matches a plain-Python reading of the same lines ---------------------------------
 
-@needs_sample
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_behaviors_match_reference(mind, split):
     rows = mind["splits"][split]
@@ -118,7 +111,6 @@ def test_behaviors_match_reference(mind, split):
         assert df["is_beyond_accuracy"].null_count() == df.height
 
 
-@needs_sample
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_history_is_one_row_per_user_with_clicks(mind, split):
     expected = {r["user_id"]: r["history"] for r in mind["splits"][split] if r["history"]}
@@ -132,7 +124,6 @@ def test_history_is_one_row_per_user_with_clicks(mind, split):
         assert df[col].explode().null_count() == len(df[col].explode())
 
 
-@needs_sample
 def test_articles_are_the_deduplicated_union_with_mind_fields(mind):
     first: dict[int, list[str]] = {}
     for line in mind["news"]:
@@ -161,7 +152,6 @@ def test_articles_are_the_deduplicated_union_with_mind_fields(mind):
     assert mind["report"]["conflicting_news_ids"] == 0
 
 
-@needs_sample
 def test_report_counts_unknown_ids_and_marks_the_output(mind):
     report = mind["report"]
     assert report["splits"]["validation"]["unknown_news_ids"] == 1
@@ -174,7 +164,6 @@ def test_report_counts_unknown_ids_and_marks_the_output(mind):
     assert saved == {k: v for k, v in report.items() if k != "seconds"}
 
 
-@needs_sample
 def test_converted_dataset_loads_and_checks(mind):
     summary = check_dataset(mind["out"])
     assert summary["splits"]["validation"]["unknown_article_ids"] == 1
@@ -333,7 +322,6 @@ def test_bad_input_names_file_line_and_expectation(tmp_path, capsys, name, file,
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["mind"]
 
 
-@needs_sample
 def test_bad_json_deep_in_the_real_sample_is_located(tmp_path, news_lines):
     lines = list(news_lines)
     lines[1233] = lines[1233].rsplit("\t", 1)[0] + '\t[{"Label": "x", "Type": "G",'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from mtnews.data.synth import synthesize
 from mtnews.data.synth_articles import build_articles, synthesize_articles
 from mtnews.errors import ConfigError, DataError
 
-FIXTURE = Path(os.environ.get("MTNEWS_EBNERD_FIXTURE", "/work/shared/data/ebnerd-fixture"))
-needs_fixture = pytest.mark.skipif(not (FIXTURE / "behaviors.parquet").exists(), reason=f"no EBNeRD fixture at {FIXTURE}")
 SIZE = dict(users=200, articles=300)
 WEEK = np.timedelta64(7, "D")
 
@@ -46,17 +43,15 @@ def split_start(split: str) -> np.datetime64:
 
 # --- schemas ------------------------------------------------------------------------------------------------
 
-@needs_fixture
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
-def test_history_schema_equals_real_fixture(ds, split):
-    real = pl.read_parquet(FIXTURE / "history.parquet").schema
+def test_history_schema_equals_real_fixture(ds, ebnerd_fixture, split):
+    real = pl.read_parquet(ebnerd_fixture / "history.parquet").schema
     assert list(read(ds, split, "history").schema.items()) == list(real.items())
 
 
-@needs_fixture
 @pytest.mark.parametrize("split", ["train", "validation"])
-def test_behaviors_schema_equals_real_fixture(ds, split):
-    real = pl.read_parquet(FIXTURE / "behaviors.parquet").schema
+def test_behaviors_schema_equals_real_fixture(ds, ebnerd_fixture, split):
+    real = pl.read_parquet(ebnerd_fixture / "behaviors.parquet").schema
     assert list(read(ds, split, "behaviors").schema.items()) == list(real.items())
 
 
@@ -257,14 +252,13 @@ def test_bad_sizes_are_config_errors(tmp_path, kwargs):
 
 # --- articles for a real log --------------------------------------------------------------------------------
 
-@needs_fixture
-def test_synthesize_articles_covers_the_real_fixture(tmp_path):
+def test_synthesize_articles_covers_the_real_fixture(ebnerd_fixture, tmp_path):
     logs = tmp_path / "logs"
     (logs / "train").mkdir(parents=True)
     for name in ("behaviors", "history"):
-        shutil.copy(FIXTURE / f"{name}.parquet", logs / "train" / f"{name}.parquet")
-    b = pl.read_parquet(FIXTURE / "behaviors.parquet")
-    h = pl.read_parquet(FIXTURE / "history.parquet")
+        shutil.copy(ebnerd_fixture / f"{name}.parquet", logs / "train" / f"{name}.parquet")
+    b = pl.read_parquet(ebnerd_fixture / "behaviors.parquet")
+    h = pl.read_parquet(ebnerd_fixture / "history.parquet")
     listed = set(pl.concat([b["article_ids_inview"].explode(), b["article_ids_clicked"].explode(),
                             h["article_id_fixed"].explode()]).to_list())
     referenced = listed | set(b["article_id"].drop_nulls().to_list())

@@ -35,17 +35,6 @@ ATOL = 1e-6
 LAUNCH_TIMEOUT = 300
 
 
-@pytest.fixture(scope="module")
-def bert_no_dropout(tiny_bert, tmp_path_factory) -> Path:
-    """The tiny BERT with dropout off, so 1 and 2 processes draw no different random masks."""
-    from transformers import AutoTokenizer, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    BertModel.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(out)
-    return out
-
-
 def _common(data: Path, bert: Path) -> list[str]:
     # Full fine-tuning (no LoRA) puts the embeddings and every encoder weight under DDP; lr is high enough
     # that 4 steps move the weights well beyond the tolerance.
@@ -91,6 +80,7 @@ def _finish(proc: subprocess.Popen, log: Path, deadline: float) -> None:
         pytest.fail(f"{' '.join(proc.args[:6])} ... exited with {proc.returncode}; log tail:\n{log.read_text()[-6000:]}")
 
 
+# Its multi-process runs take ~30 s on 2 cores, so every test that uses it is marked slow (CI runs them).
 @pytest.fixture(scope="module")
 def ddp(small_synth, bert_no_dropout, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
@@ -213,6 +203,7 @@ def test_micro_batches_shard_every_global_batch_disjointly(world, accum):
 
 # --- real 2-process runs ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["sum", "pb"])
 def test_two_processes_match_one_process(ddp, job):
     diff = _max_diff(_weights(ddp.one / job), _weights(ddp.two / job))
@@ -226,18 +217,21 @@ def test_two_processes_match_one_process(ddp, job):
             assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-9, nan_ok=True), (job, a["step"], k)
 
 
+@pytest.mark.slow
 def test_training_moves_the_weights(ddp):
     """The equality above means something only if steps change the weights far beyond the tolerance."""
     step2 = load_file(str(ddp.two / "pb" / "checkpoints" / "step-2" / "model.safetensors"))
     assert _max_diff(step2, _weights(ddp.two / "pb")) > 1000 * ATOL
 
 
+@pytest.mark.slow
 def test_surgery_projected_at_least_once(ddp):
     rows = _csv(ddp.two / "pb" / "metrics.csv")
     assert all(r["cosine"] not in ("", "nan") for r in rows)
     assert any(float(r["projected"]) == 1.0 for r in rows), "no conflicting step: project-both was never exercised"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["sum", "pb", "pb-resumed"])
 def test_replicas_are_bitwise_identical(ddp, job):
     r0, r1 = _record(ddp.two, job, 0), _record(ddp.two, job, 1)
@@ -248,6 +242,7 @@ def test_replicas_are_bitwise_identical(ddp, job):
     assert r0["summary"]["final_eval"] == r1["summary"]["final_eval"]  # rank 0's validation, shared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["sum", "pb"])
 def test_ranks_use_disjoint_shards_of_the_one_process_batches(ddp, job):
     one = _record(ddp.one, job, 0)
@@ -263,6 +258,7 @@ def test_ranks_use_disjoint_shards_of_the_one_process_batches(ddp, job):
     assert len(used) == len(set(used)) == STEPS * 2 * BATCH  # nothing used twice within the epoch
 
 
+@pytest.mark.slow
 def test_rank0_alone_prints_logs_and_progress(ddp):
     out0, out1 = (ddp.ranks / r / "stdout.log" for r in "01")
     err0, err1 = (ddp.ranks / r / "stderr.log" for r in "01")
@@ -272,6 +268,7 @@ def test_rank0_alone_prints_logs_and_progress(ddp):
     assert "train:" not in err1.read_text() and "validation auc" not in err1.read_text()
 
 
+@pytest.mark.slow
 def test_resume_under_ddp_matches_the_uninterrupted_run(ddp):
     uninterrupted = _record(ddp.two, "pb", 0)
     resumed = _record(ddp.two, "pb-resumed", 0)
@@ -284,6 +281,7 @@ def test_resume_under_ddp_matches_the_uninterrupted_run(ddp):
     assert evals == [{k: v for k, v in r.items() if k != "seconds"} for r in _csv(ddp.one / "pb" / "eval.csv")]
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_every_ranks_rng_state(ddp):
     rng = load_file(str(ddp.two / "pb" / "checkpoints" / "step-2" / "rng.safetensors"))
     assert {k.split(".")[0] for k in rng} == {"rank0", "rank1"}
@@ -292,6 +290,7 @@ def test_checkpoint_holds_every_ranks_rng_state(ddp):
     assert json.loads((ddp.two / "pb" / "checkpoints" / "step-2" / "state.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_rank0_validation_equals_single_process_evaluation(ddp, tmp_path):
     # sum: validation of all impressions at the end, on rank 0 only, against `mtnews evaluate` in this
     # single process on the same weights (best/ = the only evaluated step).
@@ -310,6 +309,7 @@ def test_rank0_validation_equals_single_process_evaluation(ddp, tmp_path):
             assert float(a[k]) == pytest.approx(float(b[k]), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_runs_two_processes(ddp):
     summary = json.loads((ddp.acc / "sum" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == STEPS
@@ -317,6 +317,7 @@ def test_accelerate_launch_runs_two_processes(ddp):
     assert _max_diff(_weights(ddp.acc / "sum"), _weights(ddp.two / "sum")) <= ATOL
 
 
+@pytest.mark.slow
 def test_resume_with_another_process_count_is_refused(ddp, tmp_path, capsys):
     run = tmp_path / "pb"
     shutil.copytree(ddp.two / "pb", run)

@@ -1,10 +1,15 @@
 """The training loop learns: short runs on the small synthetic dataset with the tiny random BERT.
 
-A caveat that shapes the thresholds: a *random* BERT gives nearly the same [CLS] vector for every title,
-and its dropout (0.1) then swamps the title signal, so on small_synth the untrained model already scores
-AUC ~0.53 and a few dozen steps mostly shrink the random score scale. Hence (1) the run-level checks are
-the brief's (loss falls, validation AUC > 0.5, every column logged), and (2) a separate check with dropout
-off shows the optimizer + surgery can really fit: a fixed batch's ranking loss drops far below log(1+K).
+A caveat that shapes the runs: a *random* BERT gives nearly the same [CLS] vector for every title, and its
+dropout (0.1) then swamps the title signal; with it, on small_synth a few dozen steps mostly shrink the random
+score scale and the validation AUC stays at the untrained model's (~0.56 here; random scoring ~0.52). So the
+learning check uses the same tiny BERT with dropout off, full fine-tuning, and the category task at weight 1
+(the synthetic users' preferences are about categories): 150 steps then beat the untrained model, scored on
+the same validation impressions by the same scorer, by 0.07-0.10 AUC over four training seeds (0.070 at seed 42),
+and the test demands 0.03. LoRA adapters on a random, frozen BERT do not learn titles in a short run (measured
+-0.04..+0.03 over seeds), so the LoRA run checks the loop's mechanics only; the slow demo test checks that
+LoRA on the real MiniLM beats popularity. A separate check with dropout off shows the optimizer + surgery
+can fit: a fixed batch's ranking loss drops far below log(1+K).
 """
 
 from __future__ import annotations
@@ -47,24 +52,31 @@ def _metrics(run) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# Full fine-tuning at the brief's lr 1e-3. LoRA adapters on a *random* BERT need a larger rate to move the
-# loss within 60 steps (with MiniLM ~5e-4 is right; here 5e-3).
-@pytest.mark.parametrize("lora,lr", [(False, "1e-3"), (True, "5e-3")], ids=["full", "lora"])
-def test_short_run_learns(small_synth, tiny_bert, tmp_path, lora, lr):
-    cfg = _cfg(tiny_bert, "--model.lora.enabled", str(lora).lower(), "--train.lr", lr, "--train.max_steps", "60",
-               "--train.batch_size", "16", "--train.checkpoint_every", "1000")
-    summary = train(cfg, small_synth, tmp_path / "run", progress=False)
+# (lora, lr, steps, AUC margin over the untrained model or None). LoRA adapters on a *random* BERT need a larger
+# rate to move the loss at all (with MiniLM ~5e-4 is right; here 5e-3), and do not learn the titles (docstring).
+RUNS = [(False, "2e-3", 150, 0.03), (True, "5e-3", 60, None)]
+
+
+@pytest.mark.parametrize("lora,lr,steps,margin", RUNS, ids=["full", "lora"])
+def test_short_run_learns(small_synth, bert_no_dropout, tmp_path, lora, lr, steps, margin):
+    cfg = _cfg(bert_no_dropout, "--model.lora.enabled", str(lora).lower(), "--train.lr", lr,
+               "--train.max_steps", str(steps), "--train.batch_size", "16", "--train.checkpoint_every", "1000",
+               "--tasks.category", "1.0", "--train.head_lr", "3e-3")
+    trainer = Trainer(cfg, small_synth, tmp_path / "run", progress=False)
+    untrained = trainer.evaluate()  # the same impressions and scorer the run's final evaluation uses
+    summary = trainer.fit()
     rows = _metrics(tmp_path / "run")
-    assert [int(r["step"]) for r in rows] == list(range(1, 61))
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
     loss = [float(r["loss"]) for r in rows]
     assert np.mean(loss[-5:]) < np.mean(loss[:5])
     assert all(math.isfinite(x) for x in loss)
-    auc = summary["final_eval"]["auc"]
-    assert auc > 0.5
-    assert summary["final_eval"]["impressions"] > 100  # the whole validation split was scored
+    final = summary["final_eval"]
+    assert final["impressions"] == untrained["impressions"] > 100  # the whole validation split, both times
+    if margin is not None:
+        assert final["auc"] >= untrained["auc"] + margin, (final["auc"], untrained["auc"])
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 60
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == steps
     # the training loss is the weighted sum of the logged task losses
     w = {"main": 1.0, "category": cfg.tasks.category, "sentiment": cfg.tasks.sentiment}
     r = rows[-1]

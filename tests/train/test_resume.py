@@ -53,6 +53,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # three training subprocesses, one killed: ~25 s
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(small_synth, tiny_bert, tmp_path):
     ref_out, run_out = tmp_path / "reference", tmp_path / "killed"
     logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("reference", "killed", "resumed")}

@@ -27,7 +27,7 @@ from mtnews.evaluate.metrics import METRIC_NAMES, ranking_metrics
 from mtnews.io import atomic_dir, atomic_write_text
 from mtnews.model.build import WEIGHTS, build_model, save_weights
 from mtnews.model.run import write_run_files
-from mtnews.model.scoring import score_in_memory
+from mtnews.model.scoring import resolve_device, score_in_memory
 from mtnews.model.tokens import tokenize_titles
 from mtnews.train.batching import BatchBuilder
 from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
@@ -49,9 +49,10 @@ def make_accelerator(cfg: Config):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise MtnewsError("train.device: 'cuda' was asked for but no CUDA device is available")
+    try:
+        want_cuda = resolve_device(cfg.train.device).type == "cuda"
+    except ConfigError as e:
+        raise ConfigError(f"train.device: {e}") from None
     return Accelerator(cpu=not want_cuda, mixed_precision="bf16" if want_cuda else "no",
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)])
 

@@ -111,18 +111,29 @@ def _class_index(values: pl.Series, classes: list | None = None) -> tuple[np.nda
     return idx.fill_null(IGNORE).to_numpy().astype(np.int64), classes
 
 
-def has_sentiment_labels(path: str | Path) -> bool:
-    """Whether any article of an articles.parquet has a sentiment label the sentiment head knows.
+# The auxiliary tasks whose labels an articles file may hold (the config's `tasks.*` weights).
+AUX_TASKS = ("category", "sentiment", "ner", "subcategory")
 
-    MIND has none, so training, the experiment and the demo switch the sentiment task off on it. Reads
-    one column.
+
+def labelled_tasks(path: str | Path) -> frozenset[str]:
+    """The auxiliary tasks of AUX_TASKS with at least one label in an articles.parquet (one scan).
+
+    MIND has no sentiment labels, EBNeRD no subcategory names: training switches the sentiment task off
+    where it has none (its head has a fixed size), and the experiment marks rows needing a missing task
+    as not applicable.
     """
     path = Path(path)
-    sch = schema.validate(path, schema.REQUIRED_ARTICLES, schema.OPTIONAL_ARTICLES)
-    if "sentiment_label" not in sch:
-        return False
-    labelled = pl.col("sentiment_label").cast(pl.String).is_in(list(schema.SENTIMENT_LABELS)).any()
-    return bool(schema.aggregate(path, labelled)[0])
+    sch = schema.validate(path, schema.REQUIRED_ARTICLES, {**schema.OPTIONAL_ARTICLES, **schema.EXTRA_ARTICLES})
+    checks = {
+        "category": [pl.col(c).is_not_null().any() for c in ("category_str", "category") if c in sch],
+        "sentiment": [pl.col("sentiment_label").cast(pl.String).is_in(list(schema.SENTIMENT_LABELS)).any()]
+        if "sentiment_label" in sch else [],
+        "ner": [(pl.col("entity_groups").list.len() > 0).any()] if "entity_groups" in sch else [],
+        "subcategory": [pl.col("subcategory_str").is_not_null().any()] if "subcategory_str" in sch else [],
+    }
+    exprs = {(task, i): e for task, es in checks.items() for i, e in enumerate(es)}
+    row = schema.aggregate(path, *(e.alias(f"{t}{i}") for (t, i), e in exprs.items())) if exprs else ()
+    return frozenset(task for (task, _), found in zip(exprs, row) if found)
 
 
 def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVocab | None = None) -> ArticleTable:

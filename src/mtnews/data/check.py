@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtnews.data.articles import has_sentiment_labels, load_articles
+from mtnews.data.articles import labelled_tasks, load_articles
 from mtnews.data.behaviors import read_behaviors
 from mtnews.data.history import read_history
 from mtnews.data.layout import SPLITS, resolve_dataset, split_paths
@@ -37,7 +37,7 @@ def check_dataset(root: str | Path) -> dict:
         raise DataError(f"{articles.path}: no articles, expected at least one row")
     report = {"root": str(ds.source), "format": ds.kind, "articles": n_articles,
               "categories": articles.num_categories, "subcategories": len(articles.subcategory_names),
-              "sentiment_labels": has_sentiment_labels(articles.path), "splits": {}}
+              "labelled_tasks": sorted(labelled_tasks(articles.path)), "splits": {}}
     if ds.kind == "mind":
         report["converted"] = str(ds.root)
     for split in splits:

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from mtnews.config import Config
-from mtnews.data.articles import has_sentiment_labels
+from mtnews.data.articles import labelled_tasks
 from mtnews.data.layout import split_paths
 
 
@@ -19,9 +19,10 @@ def without_unlabelled_tasks(cfg: Config, data: str | Path) -> tuple[Config, str
     """(`cfg`, None), or a copy with tasks.sentiment = 0 and the note saying why, for data without sentiment."""
     if cfg.tasks.sentiment <= 0:
         return cfg, None
-    articles = split_paths(data, "train").articles
-    if has_sentiment_labels(articles):
+    paths = split_paths(data, "train")
+    if "sentiment" in labelled_tasks(paths.articles):
         return cfg, None
-    note = (f"tasks.sentiment {cfg.tasks.sentiment:g} -> 0: {articles} has no sentiment labels (MIND has none), "
+    where = f"{paths.source} (MIND)" if paths.kind == "mind" else str(paths.articles)
+    note = (f"tasks.sentiment {cfg.tasks.sentiment:g} -> 0: the articles of {where} have no sentiment labels, "
             "so the sentiment task is off")
     return dataclasses.replace(cfg, tasks=dataclasses.replace(cfg.tasks, sentiment=0.0)), note

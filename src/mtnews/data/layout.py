@@ -67,22 +67,31 @@ def resolve_dataset(data: str | Path | Dataset) -> Dataset:
 def split_paths(root: str | Path | Dataset, split: str) -> SplitPaths:
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}', expected one of {', '.join(SPLITS)}")
-    if not isinstance(root, Dataset) and not Path(root).is_dir():
-        raise DataError(f"{root}: dataset folder not found")
+    if not isinstance(root, Dataset):
+        if not Path(root).is_dir():
+            raise DataError(f"{root}: dataset folder not found")
+        from mtnews.data.mind import mind_folders
+
+        dirs = mind_folders(root)
+        if dirs and split not in dirs:  # said before converting anything
+            _no_mind_split(root, split, list(dirs))
     ds = resolve_dataset(root)
     root = ds.root
     d = root / split
     if not d.is_dir():
         have = [s for s in SPLITS if (root / s).is_dir()]
         if ds.kind == "mind":
-            from mtnews.data.mind import MIND_SPLITS
-
-            raise DataError(f"{ds.source}: no MIND folder for the {split} split (expected e.g. "
-                            f"MINDsmall_{MIND_SPLITS[split]}/ or {MIND_SPLITS[split]}/; this dataset has: "
-                            f"{', '.join(have) or 'no splits'})")
+            _no_mind_split(ds.source, split, have)
         raise DataError(f"{d}: split folder not found (this dataset has: {', '.join(have) or 'no splits'})")
     return SplitPaths(root, split, d / "behaviors.parquet", d / "history.parquet", root / "articles.parquet",
                       d / "oracle.parquet", ds.kind, ds.source)
+
+
+def _no_mind_split(source, split: str, have: list[str]) -> None:
+    from mtnews.data.mind import MIND_SPLITS
+
+    raise DataError(f"{source}: no MIND folder for the {split} split (expected e.g. MINDsmall_{MIND_SPLITS[split]}/ "
+                    f"or {MIND_SPLITS[split]}/; this dataset has: {', '.join(have) or 'no splits'})")
 
 
 def available_splits(root: str | Path | Dataset) -> list[str]:

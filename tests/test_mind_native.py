@@ -33,7 +33,7 @@ from mtnews.io import cache_dir
 REPO = Path(__file__).resolve().parents[1]
 SIZE = dict(users=150, articles=200, seed=3)
 # Sentiment off on both sides (MIND has none); NER on, so the entity vocabularies must agree too.
-TRAIN = ["--train.max_steps", "6", "--train.eval_every", "3", "--train.batch_size", "8", "--train.device", "cpu",
+TRAIN = ["--train.max_steps", "4", "--train.eval_every", "2", "--train.batch_size", "8", "--train.device", "cpu",
          "--tasks.sentiment", "0", "--tasks.ner", "0.3", "--data.history_size", "10", "--model.max_title_length", "16",
          "--data.eval_impressions", "100"]
 

@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mtnews-installed
-DEMO_DIR ?= runs/demo
+# `make demo DATA_FORMAT=mind` writes the synthetic data in the MIND layout and runs on it (in runs/demo-mind).
+DATA_FORMAT ?= ebnerd
+DEMO_DIR ?= runs/demo$(if $(filter mind,$(DATA_FORMAT)),-mind)
 DEMO_DATA ?= $(DEMO_DIR)/data
 
 .PHONY: install test test-fast demo clean bench
@@ -25,7 +27,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(PY) -m mtnews demo --out $(DEMO_DIR)
+	$(PY) -m mtnews demo --out $(DEMO_DIR) --format $(DATA_FORMAT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

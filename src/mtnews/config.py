@@ -56,6 +56,7 @@ class TasksConfig:
     category: float = 0.3
     sentiment: float = 0.3
     ner: float = 0.0
+    subcategory: float = 0.0  # labels from the articles' subcategory_str (MIND); EBNeRD has none
     on_candidates: bool = False  # also apply the auxiliary losses to candidate articles
 
 
@@ -116,6 +117,7 @@ class Config:
             "train.weight_decay": t.weight_decay, "train.max_grad_norm": t.max_grad_norm, "model.freeze_layers": m.freeze_layers,
             "model.ner_groups": m.ner_groups, "data.eval_impressions": d.eval_impressions, "train.num_workers": t.num_workers,
             "tasks.category": self.tasks.category, "tasks.sentiment": self.tasks.sentiment, "tasks.ner": self.tasks.ner,
+            "tasks.subcategory": self.tasks.subcategory,
         }
         for key, v in non_negative.items():
             if v < 0:

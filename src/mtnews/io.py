@@ -12,6 +12,11 @@ from typing import Iterator
 from mtnews.errors import MtnewsError
 
 
+def cache_dir() -> Path:
+    """Where mtnews keeps what it can rebuild (title tokens, MIND conversions): $MTNEWS_CACHE or ~/.cache/mtnews."""
+    return Path(os.environ.get("MTNEWS_CACHE", Path.home() / ".cache" / "mtnews"))
+
+
 def check_output_file(path: str | os.PathLike | None, what: str = "output") -> None:
     """Fail before any work when `path` can never be written as a file (it is a folder, or sits under a file)."""
     if path is None:

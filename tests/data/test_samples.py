@@ -61,6 +61,19 @@ def test_tiny_hand_computed(tiny_dataset):
     assert s.no_negative == 2  # both clicks of imp 4, whose in-view list is all clicked
 
 
+def test_samples_follow_in_view_order_not_click_list_order(tiny):
+    """MIND keeps no click order (only in-view labels), so the samples must not depend on it."""
+    _, arts, hist = tiny
+    a = behaviors([(1, 10, [105, 101, 103, 102, 104], [102, 101]), (2, 20, [106, 107], [999, 107])])
+    b = behaviors([(1, 10, [105, 101, 103, 102, 104], [101, 102]), (2, 20, [106, 107], [107, 999])])
+    sa = build_train_samples(a, arts, hist, npratio=2, seed=3)
+    sb = build_train_samples(b, arts, hist, npratio=2, seed=3)
+    np.testing.assert_array_equal(sa.candidates, sb.candidates)
+    # In-view order (101 before 102); 999 is clicked but not in view, so it comes after imp 2's 107.
+    assert sa.candidates[:, 0].tolist() == [IDX[101], IDX[102], IDX[107], UNK]
+    assert set(sa.candidates[0, 1:].tolist()) <= {IDX[105], IDX[103], IDX[104]}
+
+
 def test_duplicates_in_lists(tiny):
     _, arts, hist = tiny
     b = behaviors([(1, 10, [101, 103, 103, 102, 102], [102, 102])])
@@ -82,11 +95,13 @@ def test_no_usable_impressions(tiny):
 
 
 def _reference(root, arts_ids):
-    """Per impression, in order: (impression_id, user_id, clicked ids in order, set of negative indices)."""
+    """Per impression, in order: (impression_id, user_id, clicked ids in in-view order, set of negative indices)."""
     pos = {a: i + 2 for i, a in enumerate(arts_ids)}
     out = []
     for r in pl.read_parquet(root / "train" / "behaviors.parquet").to_dicts():
-        clicked = list(dict.fromkeys(a for a in r["article_ids_clicked"] if a is not None))
+        clicks = list(dict.fromkeys(a for a in r["article_ids_clicked"] if a is not None))
+        inview = list(dict.fromkeys(a for a in r["article_ids_inview"] if a is not None))
+        clicked = [a for a in inview if a in clicks] + [a for a in clicks if a not in inview]
         negs = {pos.get(a, UNK) for a in r["article_ids_inview"] if a is not None and a not in clicked}
         out.append((r["impression_id"], r["user_id"], [pos.get(a, UNK) for a in clicked], negs))
     return out

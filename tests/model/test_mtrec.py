@@ -264,3 +264,51 @@ def test_cached_evaluator_matches_naive_per_impression_scoring(small_synth, tiny
     assert got.shape == want.shape == (imps.offsets[-1],)
     assert len(set(imps.user_row.tolist())) < len(imps)  # repeated users share a vector in the cached path
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_subcategory_loss_is_a_per_slot_mean_over_labelled_slots_and_joins_the_aux_group(tiny_dataset, tiny_bert):
+    """MIND's subcategory task: labels from `subcategory_str` (null = unlabelled, masked like category),
+    checked against one cross-entropy term per labelled history slot; surgery counts it as auxiliary."""
+    import polars as pl
+    from accelerate import Accelerator
+
+    from mtnews.train.step import GradientEngine
+
+    root = tiny_dataset()
+    arts = pl.read_parquet(root / "articles.parquet")
+    subs = ["football", "football", None, "tennis", "politics", None, "politics", "tennis", "crime", None]
+    arts.with_columns(pl.Series("subcategory_str", subs)).write_parquet(root / "articles.parquet")
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--model.lora.enabled", "false",
+                             "--data.history_size", str(H), "--model.max_title_length", "16",
+                             "--tasks.category", "0", "--tasks.sentiment", "0", "--tasks.subcategory", "0.4"])
+    split = load_split(root, "train", H)
+    a = split.articles
+    assert a.subcategory_names == ["crime", "football", "politics", "tennis"]
+    assert a.vocab.subcategories == ("crime", "football", "politics", "tennis")
+    assert a.subcategory[2:].tolist() == [1, 1, -100, 3, 2, -100, 2, 3, 0, -100]
+    torch.manual_seed(0)
+    model, tokenizer = build_model(cfg, a.vocab)
+    model.eval()
+    assert model.subcategory_head.out_features == 4 and model.category_head is None
+    tokens = tokenize_titles(a.titles, tokenizer, 16)
+    samples = split.train_samples(4, seed=0)
+    idx = np.arange(len(samples))
+    batch = BatchBuilder(samples, split.histories, a, tokens)(idx)
+    with torch.no_grad():
+        _, losses = model(batch)
+        vec = _vectors(model, tokens, len(a.titles))
+        terms = []
+        for i in idx:
+            hist = split.histories.matrix[samples.user_row[i]]
+            for art in hist[hist > 0]:
+                if a.subcategory[art] >= 0:
+                    terms.append(-F.log_softmax(model.subcategory_head(vec[art]), -1)[a.subcategory[art]])
+    assert set(losses) == {"main", "subcategory"}
+    assert abs(float(losses["subcategory"]) - float(torch.stack(terms).mean())) < 1e-5
+    assert len(terms) < sum(int((split.histories.matrix[samples.user_row[i]] > 0).sum()) for i in idx)  # some masked
+
+    engine = GradientEngine(model, model, Accelerator(cpu=True), seed=0)
+    assert engine.weights["subcategory"] == 0.4
+    groups = engine._groups(losses)
+    assert set(groups) == {"main", "aux"} and float(groups["aux"]) == pytest.approx(0.4 * float(losses["subcategory"]))
+    assert engine._group_heads("aux") == list(model.subcategory_head.parameters())

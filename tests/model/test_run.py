@@ -57,7 +57,9 @@ def test_run_directory_records_what_rebuilds_the_model(trained_run, small_synth)
     articles = pl.read_parquet(small_synth / "articles.parquet")
     cats = sorted(articles["category_str"].drop_nulls().unique().to_list())
     assert spec["format"] == 1 and spec["vocab"]["categories"] == cats
-    assert spec["heads"] == {"category": len(cats), "sentiment": 3, "ner": len(spec["vocab"]["entity_groups"])}
+    assert spec["heads"] == {"category": len(cats), "sentiment": 3, "ner": len(spec["vocab"]["entity_groups"]),
+                             "subcategory": 0}
+    assert spec["vocab"]["subcategories"] == []  # EBNeRD has no subcategory names
     assert spec["heads"]["ner"] > 0 and len(spec["backbone_sha256"]) == 64
     assert (trained_run / TOKENIZER / "tokenizer_config.json").is_file()
     copy = pl.read_parquet(trained_run / ARTICLES)
@@ -102,6 +104,22 @@ def test_a_run_loads_without_any_dataset(trained_run):
     assert run.model.category_head.out_features == run.spec.heads["category"]
     assert run.model.ner_head.out_features == run.spec.heads["ner"]
     assert len(run.articles) - 2 == pl.read_parquet(trained_run / ARTICLES).height
+
+
+def test_a_format_1_run_json_from_before_the_subcategory_task_still_loads(trained_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    spec = json.loads((old / RUN_JSON).read_text())
+    del spec["heads"]["subcategory"], spec["vocab"]["subcategories"]
+    (old / RUN_JSON).write_text(json.dumps(spec, indent=2))
+    config = (old / "config.yaml").read_text()
+    assert "  subcategory: 0.0\n" in config
+    (old / "config.yaml").write_text(config.replace("  subcategory: 0.0\n", ""))
+    run = load_run(old)
+    assert run.spec.heads["subcategory"] == 0 and run.spec.vocab.subcategories == ()
+    assert run.model.subcategory_head is None
+    same = load_run(trained_run).model.state_dict()
+    assert all(torch.equal(t, same[k]) for k, t in run.model.state_dict().items())
 
 
 def test_a_run_without_run_json_names_the_upgrade_and_upgrade_restores_it(trained_run, small_synth, tmp_path, capsys):

@@ -32,14 +32,17 @@ class LabelVocab:
     categories: tuple[str, ...]
     sentiments: tuple[str, ...]
     entity_groups: tuple[str, ...]
+    subcategories: tuple[str, ...] = ()  # MIND's subcategories; none for EBNeRD
 
     def to_dict(self) -> dict:
         return {"categories": list(self.categories), "sentiments": list(self.sentiments),
-                "entity_groups": list(self.entity_groups)}
+                "entity_groups": list(self.entity_groups), "subcategories": list(self.subcategories)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelVocab":
-        return cls(tuple(d["categories"]), tuple(d["sentiments"]), tuple(d["entity_groups"]))
+        # A vocabulary written before the subcategory task existed has no subcategories.
+        return cls(tuple(d["categories"]), tuple(d["sentiments"]), tuple(d["entity_groups"]),
+                   tuple(d.get("subcategories", ())))
 
 
 @dataclass
@@ -57,12 +60,18 @@ class ArticleTable:
     # target at all); an empty list is annotated with no entities (all-zero target). False at PAD and UNK.
     # None (a table built by hand) means every real article is annotated.
     entities_known: np.ndarray | None = None
+    # int64 [n], index into subcategory_names or IGNORE (from the `subcategory_str` column, which MIND has);
+    # None (no such column) means no subcategory labels.
+    subcategory: np.ndarray | None = None
+    subcategory_names: list[str] = field(default_factory=list)
     _sorted_ids: np.ndarray = field(init=False, repr=False)
     _sorted_pos: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.entities_known is None:
             self.entities_known = np.arange(len(self.article_ids)) >= FIRST
+        if self.subcategory is None:
+            self.subcategory = np.full(len(self.article_ids), IGNORE, dtype=np.int64)
         real = self.article_ids[FIRST:]
         order = np.argsort(real, kind="stable")
         self._sorted_ids = real[order]
@@ -77,7 +86,8 @@ class ArticleTable:
 
     @property
     def vocab(self) -> LabelVocab:
-        return LabelVocab(tuple(self.category_names), tuple(schema.SENTIMENT_LABELS), tuple(self.entity_names))
+        return LabelVocab(tuple(self.category_names), tuple(schema.SENTIMENT_LABELS), tuple(self.entity_names),
+                          tuple(self.subcategory_names))
 
     def index(self, ids: np.ndarray) -> np.ndarray:
         """Map article ids to dense indices; unknown ids map to UNK. Vectorised binary search."""
@@ -101,6 +111,31 @@ def _class_index(values: pl.Series, classes: list | None = None) -> tuple[np.nda
     return idx.fill_null(IGNORE).to_numpy().astype(np.int64), classes
 
 
+# The auxiliary tasks whose labels an articles file may hold (the config's `tasks.*` weights).
+AUX_TASKS = ("category", "sentiment", "ner", "subcategory")
+
+
+def labelled_tasks(path: str | Path) -> frozenset[str]:
+    """The auxiliary tasks of AUX_TASKS with at least one label in an articles.parquet (one scan).
+
+    MIND has no sentiment labels, EBNeRD no subcategory names: training switches the sentiment task off
+    where it has none (its head has a fixed size), and the experiment marks rows needing a missing task
+    as not applicable.
+    """
+    path = Path(path)
+    sch = schema.validate(path, schema.REQUIRED_ARTICLES, {**schema.OPTIONAL_ARTICLES, **schema.EXTRA_ARTICLES})
+    checks = {
+        "category": [pl.col(c).is_not_null().any() for c in ("category_str", "category") if c in sch],
+        "sentiment": [pl.col("sentiment_label").cast(pl.String).is_in(list(schema.SENTIMENT_LABELS)).any()]
+        if "sentiment_label" in sch else [],
+        "ner": [(pl.col("entity_groups").list.len() > 0).any()] if "entity_groups" in sch else [],
+        "subcategory": [pl.col("subcategory_str").is_not_null().any()] if "subcategory_str" in sch else [],
+    }
+    exprs = {(task, i): e for task, es in checks.items() for i, e in enumerate(es)}
+    row = schema.aggregate(path, *(e.alias(f"{t}{i}") for (t, i), e in exprs.items())) if exprs else ()
+    return frozenset(task for (task, _), found in zip(exprs, row) if found)
+
+
 def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVocab | None = None) -> ArticleTable:
     """The article table of an articles.parquet.
 
@@ -109,8 +144,9 @@ def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVoc
     frequent entity groups).
     """
     path = Path(path)
-    sch = schema.validate(path, schema.REQUIRED_ARTICLES, schema.OPTIONAL_ARTICLES)
-    cols = ["article_id", "title"] + [c for c in schema.OPTIONAL_ARTICLES if c in sch]
+    optional = {**schema.OPTIONAL_ARTICLES, **schema.EXTRA_ARTICLES}
+    sch = schema.validate(path, schema.REQUIRED_ARTICLES, optional)
+    cols = ["article_id", "title"] + [c for c in optional if c in sch]
     df = schema.read_frame(path, cols)
     if df["article_id"].null_count():
         raise DataError(f"{path}: column 'article_id' has {df['article_id'].null_count()} null values, expected none")
@@ -135,6 +171,14 @@ def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVoc
         category, category_names = np.full(n, IGNORE, dtype=np.int64), []
     if vocab is not None:
         category_names = list(vocab.categories)
+
+    subcategory, subcategory_names = None, []
+    if "subcategory_str" in df.columns:
+        labels = df["subcategory_str"].cast(pl.String)
+        sub_idx, sub_classes = _class_index(labels, None if vocab is None else list(vocab.subcategories))
+        subcategory, subcategory_names = with_pad(sub_idx, IGNORE), [str(c) for c in sub_classes]
+    if vocab is not None:
+        subcategory_names = list(vocab.subcategories)
 
     if "sentiment_label" in df.columns:
         lab = pl.DataFrame({"v": list(schema.SENTIMENT_LABELS), "i": np.arange(3, dtype=np.int64)})
@@ -176,4 +220,4 @@ def load_articles(path: str | Path, max_entity_groups: int = 10, vocab: LabelVoc
         published = with_pad(df["published_time"].cast(pl.Datetime("us")).cast(pl.Int64).fill_null(0).to_numpy(), 0)
 
     return ArticleTable(ids, titles, category, category_names, sentiment, entities, entity_names, published, path,
-                        entities_known=entities_known)
+                        entities_known=entities_known, subcategory=subcategory, subcategory_names=subcategory_names)

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtnews.data.articles import load_articles
+from mtnews.data.articles import labelled_tasks, load_articles
 from mtnews.data.behaviors import read_behaviors
 from mtnews.data.history import read_history
-from mtnews.data.layout import SPLITS, split_paths
+from mtnews.data.layout import SPLITS, resolve_dataset, split_paths
 from mtnews.data.oracle import load_oracle
 from mtnews.errors import DataError
 
@@ -22,9 +22,11 @@ def _stats(x: np.ndarray) -> dict:
 
 
 def check_dataset(root: str | Path) -> dict:
-    root = Path(root)
-    if not root.is_dir():
+    """The summary of every split; a MIND folder is checked through its conversion (made on first use)."""
+    if not Path(root).is_dir():
         raise DataError(f"{root}: dataset folder not found")
+    ds = resolve_dataset(root)
+    root = ds.root
     # Every split folder present is checked, so one missing its behaviors.parquet is an error, not skipped.
     splits = [s for s in SPLITS if (root / s).is_dir()]
     if not splits:
@@ -33,7 +35,11 @@ def check_dataset(root: str | Path) -> dict:
     n_articles = len(articles) - 2
     if n_articles == 0:
         raise DataError(f"{articles.path}: no articles, expected at least one row")
-    report = {"root": str(root), "articles": n_articles, "categories": articles.num_categories, "splits": {}}
+    report = {"root": str(ds.source), "format": ds.kind, "articles": n_articles,
+              "categories": articles.num_categories, "subcategories": len(articles.subcategory_names),
+              "labelled_tasks": sorted(labelled_tasks(articles.path)), "splits": {}}
+    if ds.kind == "mind":
+        report["converted"] = str(ds.root)
     for split in splits:
         paths = split_paths(root, split)
         beh = read_behaviors(paths)  # rejects a file without rows

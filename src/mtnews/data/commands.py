@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_convert)
 
     c = dsub.add_parser("check", help="validate a dataset and print a summary")
-    c.add_argument("--data", required=True, help="dataset root folder")
+    c.add_argument("--data", required=True, help="dataset root folder (EBNeRD, or a MIND folder)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=_check)
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -104,6 +104,9 @@ def _check(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     console.print(f"[bold]{report['root']}[/]: {report['articles']} articles, {report['categories']} categories")
+    if report["format"] == "mind":
+        console.print(f"MIND layout, read through its EBNeRD-layout conversion {report['converted']}; "
+                      f"{report['subcategories']} subcategories; labels for {', '.join(report['labelled_tasks'])}")
     splits = report["splits"]
     table = Table("", *splits.keys())
 

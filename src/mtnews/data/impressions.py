@@ -51,8 +51,8 @@ class EvalImpressions:
             yield self.slice(s, min(s + size, len(self)))
 
 
-def _row_keys(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    # Article ids are i32 in EBNeRD, so (row, id) packs losslessly into one int64 key.
+def row_keys(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """One int64 key per (row, article id): ids are i32 in EBNeRD, so the pair packs losslessly."""
     return (rows.astype(np.int64) << 32) | (ids.astype(np.int64) & 0xFFFFFFFF)
 
 
@@ -81,7 +81,7 @@ def build_eval_impressions(
         c_ids = clicked.explode().drop_nulls().to_numpy()
         rows = np.repeat(np.arange(df.height), lengths)
         c_rows = np.repeat(np.arange(df.height), c_len)
-        labels = np.isin(_row_keys(rows, ids), _row_keys(c_rows, c_ids)).astype(np.int8)
+        labels = np.isin(row_keys(rows, ids), row_keys(c_rows, c_ids)).astype(np.int8)
     beyond = df["is_beyond_accuracy"].fill_null(False).to_numpy() if "is_beyond_accuracy" in df.columns else None
     return EvalImpressions(
         df["impression_id"].cast(pl.Int64).to_numpy(),

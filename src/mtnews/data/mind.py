@@ -2,8 +2,11 @@
 
     mtnews data convert --from mind SRC --out DST        (library: `convert_mind(src, dst)`)
 
+Every command also takes a MIND folder as `--data` directly: `mtnews.data.mind_cache` converts it once
+into a cache folder with this same conversion (see there).
+
 SRC holds MIND split folders as downloaded (`MINDsmall_train/`, `MINDsmall_dev/`, `MINDlarge_test/`, any
-`MIND<size>_<split>`) or named `train/`, `dev/`, `test/`. They become DST's `train/`, `validation/` (from dev)
+`MIND<size>_<split>`) or named `train/`, `dev/`, `test/`; or SRC is one such split folder. They become DST's `train/`, `validation/` (from dev)
 and `test/`; DST gets `articles.parquet`, `<split>/{behaviors,history}.parquet` in the official dtypes of
 `mtnews.data.schema`, and `mind_conversion.json` (the report, which also marks DST as a conversion so a
 rerun may replace it).
@@ -95,6 +98,37 @@ def mind_split_dirs(root: str | Path) -> dict[str, Path]:
             raise DataError(f"{root}: several folders for the {split} split ({names}), expected one; "
                             "convert each MIND size from its own folder")
     return {s: found[s][0] for s in MIND_SPLITS if s in found}
+
+
+def mind_folders(path: str | Path) -> dict[str, Path] | None:
+    """The MIND split folders that `path` names, keyed by mtnews split, or None if it does not look like MIND.
+
+    `path` looks like MIND when it has no articles.parquet (an EBNeRD root, whose `train/` would match too)
+    and either holds split folders with a news.tsv or behaviors.tsv (a MIND root, as downloaded), or holds
+    such a file itself (one split folder, whose name says the split: `MINDsmall_dev/`, `dev/`, ...).
+    Whether every file is there is checked by the conversion, so a half-copied MIND folder is one clear
+    error there rather than an EBNeRD error about parquet files it never had.
+    """
+    path = Path(path)
+    try:
+        if not path.is_dir() or (path / "articles.parquet").exists():
+            return None
+        if any(_FOLDER.match(p.name) and _has_tsv(p) for p in path.iterdir()):
+            return mind_split_dirs(path)
+        if not _has_tsv(path):
+            return None
+    except OSError:
+        return None
+    m = _FOLDER.match(path.resolve().name)
+    if not m:
+        raise DataError(f"{path}: holds MIND files (news.tsv, behaviors.tsv) but its name says no split; "
+                        "expected a split folder named MIND<size>_train, _dev or _test, or train, dev or test, "
+                        "or a folder holding such split folders")
+    return {_SPLIT_OF_SUFFIX[m.group(1)]: path}
+
+
+def _has_tsv(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "news.tsv").exists() or (folder / "behaviors.tsv").exists())
 
 
 def is_mind_root(path: str | Path) -> bool:
@@ -385,11 +419,11 @@ def _in_schema(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
 
 # --- conversion -------------------------------------------------------------------------------------------
 
-def _check_out(src: Path, dst: Path) -> None:
+def _check_out(src: Path, dst: Path, dirs: dict[str, Path]) -> None:
     s, d = src.resolve(), dst.resolve()
     if d == s or s.is_relative_to(d):
         raise ConfigError(f"{dst}: the output folder must not be the MIND folder or a folder holding it")
-    if d.is_relative_to(s) and _FOLDER.match(d.relative_to(s).parts[0]):
+    if any(d.is_relative_to(f.resolve()) for f in dirs.values()):
         raise ConfigError(f"{dst}: the output folder must not be inside a MIND split folder")
     if dst.exists():
         if not dst.is_dir():
@@ -412,7 +446,7 @@ def convert_mind(src: str | Path, dst: str | Path, splits: list[str] | None = No
     """
     src, dst = Path(src), Path(dst)
     t0 = time.perf_counter()
-    dirs = mind_split_dirs(src)
+    dirs = mind_folders(src) or mind_split_dirs(src)
     if splits is not None:
         unknown = [s for s in splits if s not in MIND_SPLITS]
         if unknown:
@@ -430,7 +464,7 @@ def convert_mind(src: str | Path, dst: str | Path, splits: list[str] | None = No
             if not (d / name).is_file():
                 raise DataError(f"{d / name}: file not found, expected a MIND split folder with news.tsv "
                                 "and behaviors.tsv")
-    _check_out(src, dst)
+    _check_out(src, dst, dirs)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -1,7 +1,7 @@
 """Training samples, as ebnerd-benchmark's `sampling_strategy_wu2019`.
 
-One sample per (impression, clicked article). Its candidates are the clicked article (column 0) plus K
-negatives drawn from the same impression's non-clicked in-view articles: without replacement when the
+One sample per (impression, clicked article), in in-view order. Its candidates are the clicked article
+(column 0) plus K negatives drawn from the same impression's non-clicked in-view articles: without replacement when the
 impression has at least K, with replacement when it has fewer. Impressions without a click, or whose
 in-view list is all clicked, yield no sample; both are counted.
 """
@@ -15,6 +15,7 @@ import polars as pl
 
 from mtnews.data.articles import ArticleTable
 from mtnews.data.history import UserHistories
+from mtnews.data.impressions import row_keys
 
 
 @dataclass
@@ -70,20 +71,33 @@ def build_train_samples(
         pl.col("user_id").cast(pl.Int64),
         pl.col("article_ids_clicked").list.drop_nulls().list.unique(maintain_order=True).alias("clicked"),
         pl.col("article_ids_inview").list.drop_nulls().list.unique(maintain_order=True).alias("inview"),
-    ).with_columns(pl.col("inview").list.set_difference("clicked").alias("neg"))
-    n_click = df["clicked"].list.len().fill_null(0).to_numpy()
-    n_neg = df["neg"].list.len().fill_null(0).to_numpy()
+    )
+    n_click = df["clicked"].list.len().fill_null(0).to_numpy().astype(np.int64)
+    n_view = df["inview"].list.len().fill_null(0).to_numpy().astype(np.int64)
+    c_ids = df["clicked"].explode().drop_nulls().to_numpy().astype(np.int64)
+    v_ids = df["inview"].explode().drop_nulls().to_numpy().astype(np.int64)
+    rows = np.arange(df.height)
+    c_rows, v_rows = np.repeat(rows, n_click), np.repeat(rows, n_view)
+    c_keys, v_keys = row_keys(c_rows, c_ids), row_keys(v_rows, v_ids)
+    shown = np.isin(v_keys, c_keys)
+    # Clicks and negatives in in-view order, whatever order article_ids_clicked lists the clicks in (MIND
+    # cannot hold that order, EBNeRD can), so the same log gives the same samples in either layout.
+    # Clicks missing from the in-view list follow, in their own order.
+    absent = ~np.isin(c_keys, v_keys)
+    order = np.argsort(np.concatenate([v_rows[shown], c_rows[absent]]), kind="stable")
+    clicked_flat = np.concatenate([v_ids[shown], c_ids[absent]])[order]
+    n_neg = np.bincount(v_rows[~shown], minlength=df.height).astype(np.int64)
+
     no_click = int((n_click == 0).sum())
     usable = (n_neg > 0).astype(np.int64)
     per_imp = n_click * usable
     no_negative = int((n_click * (1 - usable)).sum())
 
     imp_of_sample = np.repeat(np.arange(df.height), per_imp)
-    clicked_flat = df["clicked"].explode().drop_nulls().to_numpy()
     keep_click = np.repeat(usable.astype(bool), n_click)
     clicked_idx = articles.index(clicked_flat[keep_click])
 
-    neg_idx = articles.index(df["neg"].explode().drop_nulls().to_numpy())
+    neg_idx = articles.index(v_ids[~shown])
     rng = np.random.default_rng(seed)
     negatives = sample_negatives(neg_idx, _offsets(n_neg), imp_of_sample, npratio, rng)
 

@@ -103,6 +103,9 @@ OPTIONAL_ARTICLES = {
     "entity_groups": STR_LIST,
     "published_time": DATETIME,
 }
+# Read when present, though not EBNeRD columns: MIND's subcategory name (EBNeRD's `subcategory` holds integer
+# codes), which `mtnews.data.mind` writes as an extra column; the labels of the subcategory task.
+EXTRA_ARTICLES = {"subcategory_str": STR}
 
 
 def _kind_ok(dtype: pl.DataType, kind: str) -> bool:

@@ -7,27 +7,33 @@ import json
 
 # The names of evaluate/split_scoring.BASELINES, kept here so `mtnews --help` imports no torch.
 SCORERS = ("random", "popularity", "oracle")
+FORMATS = ("ebnerd", "mind")  # evaluate/mind_submission.FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="score full in-view lists and print AUC / MRR / nDCG")
-    e.add_argument("--data", required=True, help="dataset root folder")
+    e.add_argument("--data", required=True, help="dataset root folder (EBNeRD, or a MIND folder)")
     e.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     who = e.add_mutually_exclusive_group()
     who.add_argument("--scorer", choices=SCORERS, help="a baseline scorer")
     who.add_argument("--run", help="a training run directory to score with")
     e.add_argument("--json-out", help="write the metrics dict as JSON here")
-    e.add_argument("--predictions-out", help="also write a RecSys'24 predictions.zip here")
+    e.add_argument("--predictions-out", help="also write a submission zip here (RecSys'24, or MIND's on MIND data)")
+    e.add_argument("--format", choices=FORMATS, default=None,
+                   help="submission format of --predictions-out (default: the dataset's layout)")
     e.add_argument("--chunk", type=int, default=50_000, help="impressions per streamed chunk")
     e.add_argument("--seed", type=int, default=0, help="seed of the random scorer")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="write a RecSys'24 predictions.zip with a trained run")
+    p = sub.add_parser("predict", help="write a submission zip (RecSys'24, or MIND's on MIND data) with a trained run")
     p.add_argument("--run", required=True, help="training run directory")
-    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--data", required=True, help="dataset root folder (EBNeRD, or a MIND folder)")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    p.add_argument("--out", required=True, help="predictions.zip to write")
+    p.add_argument("--out", required=True, help="zip to write (predictions.zip; MIND's leaderboard calls it prediction.zip)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="ebnerd: predictions.txt inside the zip (RecSys'24); mind: prediction.txt (MIND "
+                        "leaderboard); default: the dataset's layout")
     p.add_argument("--chunk", type=int, default=50_000,
                    help="impressions per streamed chunk; progress is saved after each one")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -49,7 +55,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     check_output_file(args.json_out, "metrics JSON")
     result = score_split(args.data, args.split, scorer=args.scorer, run=args.run, chunk=args.chunk,
-                         predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True)
+                         predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True,
+                         prediction_format=args.format)
     name = args.run or args.scorer
     console = Console()
     if "auc" in result:
@@ -70,9 +77,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     resume = "require" if args.resume else "never" if args.fresh else "auto"
     result = predict(args.run, args.data, args.out, split=args.split, chunk_rows=args.chunk, device=args.device,
-                     resume=resume, progress=not args.no_progress)
+                     resume=resume, progress=not args.no_progress, format=args.format)
     note = f", resumed at row {result['resumed_from_row']:,}" if result["resumed_from_row"] else ""
-    print(f"wrote {args.out}: {result['impressions']} impressions{note}")
+    print(f"wrote {args.out} ({result['format']} format): {result['impressions']} impressions{note}")
     if result["unknown_candidates"]:
         print(f"{result['unknown_candidates']} in-view articles are missing from articles.parquet")
     return 0

@@ -16,10 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
+from mtnews.errors import ConfigError
+from mtnews.evaluate import submission
 from mtnews.evaluate.metrics import ArrayLike
 from mtnews.evaluate.submission import DEFAULT_COMPRESSLEVEL, PredictionWriter, read_predictions, zip_predictions_text
 
 MEMBER = "prediction.txt"
+# Submission format -> the zip member it names; `predict` picks the format from the dataset's layout.
+FORMATS = {"ebnerd": submission.MEMBER, "mind": MEMBER}
+
+
+def submission_member(fmt: str) -> str:
+    """The zip member of submission format `fmt` (ebnerd: predictions.txt, mind: prediction.txt)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown submission format '{fmt}', expected one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
 
 
 class MindPredictionWriter(PredictionWriter):

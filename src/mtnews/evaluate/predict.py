@@ -1,4 +1,8 @@
-"""Resumable `mtnews predict`: stream a split through a trained run into a RecSys'24 predictions.zip.
+"""Resumable `mtnews predict`: stream a split through a trained run into a submission zip.
+
+The format follows the dataset: RecSys'24 (`predictions.txt` in the zip) for EBNeRD, the MIND leaderboard's
+(`prediction.txt`) for a MIND folder; `format` overrides it. The lines are the same in both, so only the
+final zip differs, and a sidecar made for one format resumes into the other.
 
 The 13.5M-impression test set takes hours on a CPU, so an interrupted run (a crash, SIGKILL, a preempted
 job) continues from its last finished chunk instead of starting over:
@@ -186,8 +190,11 @@ def predict(
     max_candidates: int | None = None,
     progress: bool = False,
     log=None,
+    format: str | None = None,
 ) -> dict:
     """Write ``out`` (a predictions.zip) for `split` of `data` with a run, resumably.
+
+    `data` is an EBNeRD or a MIND folder; `format` (ebnerd or mind) defaults to its layout.
 
     `run_dir` is a run directory or a `Run` already loaded; either way the run is loaded once.
 
@@ -197,13 +204,14 @@ def predict(
         log: callable taking one message string (default: print to stderr).
 
     Returns:
-        ``{"impressions", "unknown_candidates", "chunks", "resumed_from_row", "out"}``.
+        ``{"impressions", "unknown_candidates", "chunks", "resumed_from_row", "out", "format"}``.
     """
     from tqdm.auto import tqdm
 
     from mtnews.data.behaviors import count_behaviors
     from mtnews.data.history import load_histories
     from mtnews.data.layout import split_paths
+    from mtnews.evaluate.mind_submission import submission_member
     from mtnews.evaluate.run_scorer import ModelScorer
     from mtnews.evaluate.streaming import MAX_CANDIDATES, iter_behavior_chunks, iter_pieces, release_memory
     from mtnews.evaluate.submission import DEFAULT_COMPRESSLEVEL, render_predictions, zip_predictions_text
@@ -222,6 +230,7 @@ def predict(
     out = Path(out)
     check_output_file(out, "predictions zip")
     paths = split_paths(data, split)
+    member = submission_member(format or paths.kind)
     dev = resolve_device(device)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device=dev)
     fp = fingerprint(run, paths, chunk_rows, max_candidates, dev.type)
@@ -271,7 +280,7 @@ def predict(
                 side.close_text()
         if state.rows_done != total:
             raise MtnewsError(f"{paths.behaviors}: read {state.rows_done} rows, the file says {total}")
-        zip_predictions_text(side.text, out, compresslevel)
+        zip_predictions_text(side.text, out, compresslevel, member=member)
         _fsync_dir(out.parent)
     except BaseException:
         side.close_text()
@@ -279,4 +288,5 @@ def predict(
         raise
     side.remove()
     return {"impressions": state.impressions, "unknown_candidates": state.unknown_candidates,
-            "chunks": state.chunks_done, "resumed_from_row": resumed_from, "out": str(out)}
+            "chunks": state.chunks_done, "resumed_from_row": resumed_from, "out": str(out),
+            "format": format or paths.kind}

@@ -13,6 +13,7 @@ from mtnews.data.history import load_histories
 from mtnews.data.layout import SplitPaths, split_paths
 from mtnews.errors import ConfigError
 from mtnews.io import check_output_file
+from mtnews.evaluate.mind_submission import submission_member
 from mtnews.evaluate.run_scorer import ModelScorer
 from mtnews.evaluate.scorers import OracleScorer, PopularityScorer, RandomScorer
 from mtnews.evaluate.streaming import run_scorer
@@ -35,11 +36,14 @@ def make_baseline(name: str, paths: SplitPaths, seed: int = 0):
 
 def score_split(data: str | Path, split: str = "validation", *, scorer: str | None = None,
                 run: str | Path | Run | None = None, chunk: int = 50_000, predictions_out: str | Path | None = None,
-                seed: int = 0, device: str = "auto", progress: bool = False) -> dict:
+                seed: int = 0, device: str = "auto", progress: bool = False,
+                prediction_format: str | None = None) -> dict:
     """Metrics over the full in-view lists of `split` (and/or a predictions.zip), streamed in chunks.
 
     Exactly one of `scorer` (a baseline name) and `run` (a run directory or a loaded `Run`) is given.
-    The test split has no labels: it needs `predictions_out` and returns only counts.
+    The test split has no labels: it needs `predictions_out` and returns only counts. `data` is an EBNeRD
+    or a MIND folder; the zip is in that dataset's submission format unless `prediction_format` says
+    otherwise (ebnerd: predictions.txt, mind: prediction.txt).
     """
     if (scorer is None) == (run is None):
         raise ConfigError(f"evaluate needs exactly one of a scorer ({'|'.join(BASELINES)}) or a run directory")
@@ -49,6 +53,7 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     if not paths.labelled and predictions_out is None:
         raise ConfigError("the test split has no clicks to evaluate; add --predictions-out to write predictions")
     check_output_file(predictions_out, "predictions zip")
+    submission_member(prediction_format or paths.kind)  # an unknown format fails before any scoring
     if scorer is not None and scorer not in BASELINES:
         raise ConfigError(f"unknown scorer '{scorer}', expected one of {', '.join(BASELINES)}")
     if run is not None and not isinstance(run, Run):
@@ -56,4 +61,5 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     articles = load_articles(paths.articles) if run is None else run.load_dataset_articles(paths.articles)
     histories = load_histories(paths.history, articles, BASELINE_HISTORY if run is None else run.history_size)
     s = make_baseline(scorer, paths, seed) if run is None else ModelScorer.for_split(run, paths, articles, histories)
-    return run_scorer(s, paths, articles, histories, chunk, predictions_out, progress=progress)
+    return run_scorer(s, paths, articles, histories, chunk, predictions_out, progress=progress,
+                      prediction_format=prediction_format)

@@ -28,6 +28,7 @@ from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions, build_eval_impressions
 from mtnews.data.layout import SplitPaths
 from mtnews.evaluate.metrics import MetricAccumulator
+from mtnews.evaluate.mind_submission import submission_member
 from mtnews.evaluate.submission import PredictionWriter
 
 MAX_CANDIDATES = 1 << 19  # in-view articles per scored piece: about one 50k-row chunk of normal impressions
@@ -123,11 +124,15 @@ def iter_pieces(table: pa.Table, articles: ArticleTable, histories: UserHistorie
 def run_scorer(
     scorer, paths: SplitPaths, articles: ArticleTable, histories: UserHistories, chunk_rows: int = 50_000,
     predictions_out: str | Path | None = None, progress: bool = False, max_candidates: int = MAX_CANDIDATES,
+    prediction_format: str | None = None,
 ) -> dict:
+    """Metrics of `scorer` over the split (and/or a submission zip at `predictions_out`, in
+    `prediction_format`: ebnerd or mind, by default the layout the dataset came in)."""
     from tqdm.auto import tqdm
 
     acc = MetricAccumulator() if paths.labelled else None
-    writer = PredictionWriter(predictions_out) if predictions_out else None
+    member = submission_member(prediction_format or paths.kind)
+    writer = PredictionWriter(predictions_out, member=member) if predictions_out else None
     unknown = impressions = 0
     bar = tqdm(total=count_behaviors(paths), disable=not progress, desc=f"score {paths.split}", unit="imp")
     try:

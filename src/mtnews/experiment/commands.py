@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report.md, results.csv, curves.png and conflicts.png. Re-running skips finished runs and resumes "
         "half-finished ones. Dotted overrides (--train.max_steps 40, ...) change the base config of every variant.",
     )
-    e.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside)")
+    e.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside), or a MIND folder")
     e.add_argument("--out", required=True, help="experiment folder (runs/, report.md, results.csv, *.png)")
     e.add_argument("--config", help="base YAML config; an optional `experiment:` section sets seeds and variants")
     e.add_argument("--seeds", type=int, default=None, help="seeds per trained variant (default 3, or the config's experiment.seeds)")
@@ -31,13 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--users", type=int, default=2000)
     d.add_argument("--articles", type=int, default=1500)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--format", choices=("ebnerd", "mind"), default="ebnerd",
+                   help="layout of the synthetic data: EBNeRD parquet, or MIND TSV folders read as MIND "
+                        "(no sentiment task, no oracle row)")
     d.set_defaults(func=_demo, accepts_overrides=True)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from mtnews.experiment.demo import run_demo
 
-    run_demo(args.out, args.config, args.overrides, users=args.users, articles=args.articles, seed=args.seed)
+    run_demo(args.out, args.config, args.overrides, users=args.users, articles=args.articles, seed=args.seed,
+             format=args.format)
     return 0
 
 
@@ -115,12 +119,14 @@ def _summary_table(results):
 def _experiment(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from mtnews.data.articles import labelled_tasks
     from mtnews.data.check import check_dataset
+    from mtnews.data.layout import split_paths
     from mtnews.errors import ConfigError
     from mtnews.experiment.report import ReportContext, write_report
     from mtnews.experiment.runner import load_result, plan_runs, run_all
     from mtnews.experiment.settings import DEFAULT_SEEDS, load_experiment_config, record_invocation
-    from mtnews.experiment.variants import parse_variants
+    from mtnews.experiment.variants import not_applicable, parse_variants
 
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     console = Console()
@@ -131,10 +137,18 @@ def _experiment(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     variants = parse_variants(args.variants if args.variants is not None else settings.get("variants"), data)
     dataset = check_dataset(data)  # fails fast on a broken dataset, before any training
-    runs = plan_runs(out, base, variants, seeds)
+    labels = labelled_tasks(split_paths(data, "train").articles)
+    na = not_applicable(variants, labels)
+    runs = plan_runs(out, base, [v for v in variants if v not in na], seeds, labels)
     out.mkdir(parents=True, exist_ok=True)
 
     extra = []
+    if "sentiment" not in labels:
+        extra.append("The articles have no sentiment labels (MIND has none): tasks.sentiment is 0 in every run.")
+    if na:
+        extra.append("Not applicable, so not run: " + "; ".join(f"{v} ({why})" for v, why in na.items()) + ".")
+    if extra:
+        console.print("note: " + " ".join(extra))
     already = sum(s.finished() for s in runs)
     if args.report_only:
         results = [r for r in (load_result(s) for s in runs) if r is not None]
@@ -153,7 +167,7 @@ def _experiment(args: argparse.Namespace) -> int:
                                     (load0, os.getloadavg()[0]))
     ctx = ReportContext(data=data, base=base, config_source=source, seeds=seeds, variants=variants,
                         dataset=dataset, wall_seconds=invocations[-1]["seconds"], planned=len(runs), extra=extra,
-                        invocations=invocations)
+                        invocations=invocations, labels=labels, not_applicable=na)
     write_report(out, results, run_dirs, ctx)
     if results:
         console.print(_summary_table(results))

@@ -13,7 +13,7 @@ from pathlib import Path
 from mtnews.config import Config
 from mtnews.experiment.stats import (METRICS, REFERENCE, SEED_CLAIM_AUC, Row, aggregate, differences,
                                      pooled_auc_std)
-from mtnews.experiment.variants import VARIANTS, mtrec_pins
+from mtnews.experiment.variants import ALL_LABELS, ORDER, VARIANTS, mtrec_pins
 from mtnews.io import atomic_write_text
 
 CSV_FIELDS = ["variant", "seed", *METRICS, "impressions", "seconds", "steps", "sec_per_step", "samples_per_s", "resumed"]
@@ -32,6 +32,8 @@ class ReportContext:
     planned: int  # runs in the plan (finished or not)
     extra: list[str] = field(default_factory=list)  # notes such as "report only"
     invocations: list[dict] = field(default_factory=list)  # every completed invocation, this one included
+    labels: frozenset[str] = ALL_LABELS  # the auxiliary tasks the data has labels for
+    not_applicable: dict[str, str] = field(default_factory=dict)  # variant -> why it was not run
 
 
 def _num(x, digits: int = 4) -> str:
@@ -60,10 +62,17 @@ def results_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _table1(rows: list[Row]) -> list[str]:
+def _table1(rows: list[Row], not_applicable: dict[str, str] | None = None) -> list[str]:
     out = ["| variant | seeds | " + " | ".join(HEADERS[m] for m in METRICS) + " | s/step | samples/s | what |",
            "|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---|"]
-    for r in rows:
+    by = {r.variant: r for r in rows}
+    na = not_applicable or {}
+    for name in [v for v in ORDER if v in by or v in na]:
+        if name not in by:
+            out.append(f"| {name} | – | " + " | ".join("n/a" for _ in METRICS)
+                       + f" | – | – | not applicable, not run: {na[name]} ({VARIANTS[name].description}) |")
+            continue
+        r = by[name]
         cells = [_pm(r.mean[m], r.std[m]) for m in METRICS]
         seeds = str(r.n) if r.trained else "–"
         name = f"**{r.variant}**" if r.variant == REFERENCE else r.variant
@@ -171,12 +180,13 @@ def _appendix(results: list[dict]) -> list[str]:
 
 
 def _deltas(ctx: ReportContext) -> list[str]:
-    pins = mtrec_pins(ctx.base)
+    pins = mtrec_pins(ctx.base, ctx.labels)
     out = ["`mtrec` = the base config with " + ", ".join(f"`{k}={v}`" for k, v in pins.items())
            + "; every other trained variant = `mtrec` plus:", "", "| variant | change on mtrec |", "|---|---|"]
     for v in ctx.variants:
         if VARIANTS[v].trained and v != "mtrec":
-            out.append(f"| {v} | " + ", ".join(f"`{k}={val}`" for k, val in VARIANTS[v].delta.items()) + " |")
+            na = f" (not run: {ctx.not_applicable[v]})" if v in ctx.not_applicable else ""
+            out.append(f"| {v} | " + ", ".join(f"`{k}={val}`" for k, val in VARIANTS[v].delta.items()) + f"{na} |")
     return out
 
 
@@ -193,7 +203,7 @@ def render_report(results: list[dict], ctx: ReportContext) -> str:
         "",
         "## Table 1: validation split, full in-view lists",
         "",
-        *_table1(rows),
+        *_table1(rows, ctx.not_applicable),
         "",
         "Metrics are the mean ± sample std (ddof=1) over seeds; baselines do not depend on a seed and run once. "
         "Each run is scored as `mtnews evaluate --run` scores it: its best weights by the validation AUC measured "

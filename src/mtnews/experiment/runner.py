@@ -22,7 +22,7 @@ import numpy as np
 
 from mtnews.config import Config, load_config
 from mtnews.errors import ConfigError
-from mtnews.experiment.variants import VARIANTS, variant_config
+from mtnews.experiment.variants import ALL_LABELS, VARIANTS, variant_config
 from mtnews.io import atomic_write_text
 from mtnews.train.logs import read_csv
 
@@ -55,14 +55,15 @@ class RunSpec:
         return self.result_path.is_file() and (not self.trained or (self.dir / "final").is_dir())
 
 
-def plan_runs(exp_dir: Path, base: Config, variants: list[str], seeds: int) -> list[RunSpec]:
+def plan_runs(exp_dir: Path, base: Config, variants: list[str], seeds: int,
+              labels: frozenset[str] = ALL_LABELS) -> list[RunSpec]:
     """Baselines first (seconds each), then one pass over the variants per seed, so an interrupted
-    experiment already has a complete table for its first seeds."""
+    experiment already has a complete table for its first seeds. `labels`: the tasks the data has labels for."""
     runs = [RunSpec(v, None, exp_dir / "runs" / v) for v in variants if not VARIANTS[v].trained]
     for i in range(seeds):
         for v in variants:
             if VARIANTS[v].trained:
-                cfg = variant_config(base, v, i)
+                cfg = variant_config(base, v, i, labels)
                 runs.append(RunSpec(v, cfg.train.seed, exp_dir / "runs" / v / f"seed-{cfg.train.seed}", cfg))
     return runs
 

@@ -2,8 +2,12 @@
 
 Every trained ablation is `mtrec` plus exactly one change, so its difference to the `mtrec` row isolates
 that change. `mtrec` itself pins what the poster calls MTRec (LoRA on, category + sentiment heads,
-`project-both` surgery in parameter space, no NER) on top of whatever the base config sets for the rest
-(learning rates, steps, sequence lengths, ...).
+`project-both` surgery in parameter space, no NER, no subcategory) on top of whatever the base config sets
+for the rest (learning rates, steps, sequence lengths, ...).
+
+A dataset without labels for a task (MIND has no sentiment, EBNeRD no subcategory names) gets that task's
+weight pinned to 0 in every run, and the rows that need the task (`no-sent`, `+subcat`, ...) are not run
+but marked not applicable in the report.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtnews.config import Config, TasksConfig, merge_dicts, load_config
+from mtnews.data.articles import AUX_TASKS
 from mtnews.data.layout import split_paths
 from mtnews.errors import ConfigError
 
@@ -24,9 +29,11 @@ class Variant:
     trained: bool = True
     # Surgery variants have two gradient groups, so their metrics.csv carries cosine / projected values.
     surgery: bool = False
+    needs: tuple[str, ...] = ()  # auxiliary tasks whose labels the row is about (n/a on data without them)
 
 
 BASELINES = ("random", "popularity", "oracle")
+ALL_LABELS = frozenset(AUX_TASKS)  # data with labels for every auxiliary task
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("random", "random scores (lower bound)", trained=False),
@@ -35,19 +42,33 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             {"tasks.category": 0.0, "tasks.sentiment": 0.0, "tasks.ner": 0.0, "train.surgery": "sum"}),
     Variant("mtrec", "MTRec: LoRA, category + sentiment, project-both surgery", surgery=True),
     Variant("no-lora", "mtrec with full fine-tuning instead of LoRA", {"model.lora.enabled": False}, surgery=True),
-    Variant("no-cat", "mtrec without the category task", {"tasks.category": 0.0}, surgery=True),
-    Variant("no-sent", "mtrec without the sentiment task", {"tasks.sentiment": 0.0}, surgery=True),
+    Variant("no-cat", "mtrec without the category task", {"tasks.category": 0.0}, surgery=True,
+            needs=("category",)),
+    Variant("no-sent", "mtrec without the sentiment task", {"tasks.sentiment": 0.0}, surgery=True,
+            needs=("sentiment",)),
     Variant("no-gs", "mtrec without gradient surgery (plain sum)", {"train.surgery": "sum"}),
     Variant("project-aux", "mtrec projecting only the auxiliary gradient", {"train.surgery": "project-aux"}, surgery=True),
     Variant("pcgrad", "mtrec with PCGrad over every task", {"train.surgery": "pcgrad"}, surgery=True),
     Variant("repr-space", "mtrec with surgery on news vectors instead of parameters",
             {"train.surgery_space": "representation"}, surgery=True),
-    Variant("+ner", "mtrec plus the NER task (lambda 0.3)", {"tasks.ner": 0.3}, surgery=True),
+    Variant("+ner", "mtrec plus the NER task (lambda 0.3)", {"tasks.ner": 0.3}, surgery=True, needs=("ner",)),
+    Variant("+subcat", "mtrec plus the subcategory task (lambda 0.3; MIND)", {"tasks.subcategory": 0.3},
+            surgery=True, needs=("subcategory",)),
     Variant("oracle", "generator's true utilities (upper bound; synthetic data only)", trained=False),
 )}
 
 # Table order: lower bounds, the reference rows, the ablations, then the upper bound.
 ORDER = list(VARIANTS)
+
+
+def not_applicable(variants: list[str], labels: frozenset[str] = ALL_LABELS) -> dict[str, str]:
+    """Variant -> why it is not run, for the variants that need a task the data has no labels for."""
+    out = {}
+    for v in variants:
+        missing = [t for t in VARIANTS[v].needs if t not in labels]
+        if missing:
+            out[v] = f"the articles have no {' or '.join(missing)} labels"
+    return out
 
 
 def has_oracle(data: str | Path) -> bool:
@@ -84,28 +105,30 @@ def _nested(dotted: dict) -> dict:
     return out
 
 
-def mtrec_pins(base: Config) -> dict:
-    """The settings that make a config MTRec, keeping the base's auxiliary weights when they are on."""
+def mtrec_pins(base: Config, labels: frozenset[str] = ALL_LABELS) -> dict:
+    """The settings that make a config MTRec, keeping the base's auxiliary weights when they are on;
+    a task without labels in the data (`labels`: `mtnews.data.articles.labelled_tasks`) is pinned off."""
     default = TasksConfig()
     return {
         "model.lora.enabled": True,
-        "tasks.category": base.tasks.category or default.category,
-        "tasks.sentiment": base.tasks.sentiment or default.sentiment,
+        "tasks.category": (base.tasks.category or default.category) if "category" in labels else 0.0,
+        "tasks.sentiment": (base.tasks.sentiment or default.sentiment) if "sentiment" in labels else 0.0,
         "tasks.ner": 0.0,
+        "tasks.subcategory": 0.0,
         "train.surgery": "project-both",
         "train.surgery_space": "params",
     }
 
 
-def variant_delta(base: Config, name: str) -> dict:
+def variant_delta(base: Config, name: str, labels: frozenset[str] = ALL_LABELS) -> dict:
     """The dotted overrides that turn `base` into variant `name` (mtrec pins, then the variant's change)."""
     variant = VARIANTS[name]
     if not variant.trained:
         raise ValueError(f"{name} is a baseline; it has no training config")
-    return {**mtrec_pins(base), **variant.delta}
+    return {**mtrec_pins(base, labels), **variant.delta}
 
 
-def variant_config(base: Config, name: str, seed_offset: int) -> Config:
+def variant_config(base: Config, name: str, seed_offset: int, labels: frozenset[str] = ALL_LABELS) -> Config:
     """The full, validated training config of one run: variant delta plus train.seed = base seed + offset."""
-    delta = {**variant_delta(base, name), "train.seed": base.train.seed + seed_offset}
+    delta = {**variant_delta(base, name, labels), "train.seed": base.train.seed + seed_offset}
     return load_config(None, merge_dicts(base.to_dict(), _nested(delta)))

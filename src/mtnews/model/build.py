@@ -28,14 +28,15 @@ def head_sizes(cfg: Config, vocab: LabelVocab) -> dict[str, int]:
     t = cfg.tasks
     return {"category": len(vocab.categories) if t.category > 0 else 0,
             "sentiment": len(vocab.sentiments) if t.sentiment > 0 else 0,
-            "ner": len(vocab.entity_groups) if t.ner > 0 else 0}
+            "ner": len(vocab.entity_groups) if t.ner > 0 else 0,
+            "subcategory": len(vocab.subcategories) if t.subcategory > 0 else 0}
 
 
 def build_model(cfg: Config, vocab: LabelVocab):
     """(MTRec, the backbone's tokenizer) for `cfg`, with heads sized by the label vocabulary."""
     bert, tokenizer = load_backbone(cfg.model.pretrained)
     heads = head_sizes(cfg, vocab)
-    return MTRec(bert, cfg, heads["category"], heads["ner"]), tokenizer
+    return MTRec(bert, cfg, heads["category"], heads["ner"], heads["subcategory"]), tokenizer
 
 
 def trainable_state(model: MTRec) -> dict[str, torch.Tensor]:

@@ -4,7 +4,8 @@ news vector r  = BERT(title)[CLS] (last layer)
 user vector r_u = AdditiveAttention(r_1..r_H)
 score s        = r_u · r_c
 main loss      = softmax cross-entropy over 1 clicked + K non-clicked candidates (NCE)
-aux losses     = category / sentiment cross-entropy (and optional multi-label NER) on history articles
+aux losses     = category / sentiment cross-entropy (and optional multi-label NER, and MIND's subcategory
+                 cross-entropy) on history articles
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class Batch:
     sentiment: torch.Tensor  # [U]
     entities: torch.Tensor  # [U, G]
     entities_known: torch.Tensor  # [U] bool: entity_groups annotated (null = unannotated, [] = no entities)
+    subcategory: torch.Tensor | None = None  # [U] class index or -100; None: no subcategory labels
 
     def to(self, device) -> "Batch":
-        return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return Batch(**{k: v if v is None else v.to(device) for k, v in self.__dict__.items()})
 
     @property
     def size(self) -> int:
@@ -58,7 +60,8 @@ def freeze_lower_layers(bert: nn.Module, n: int) -> None:
 
 
 class MTRec(nn.Module):
-    def __init__(self, bert: nn.Module, cfg: Config, num_categories: int, num_entities: int):
+    def __init__(self, bert: nn.Module, cfg: Config, num_categories: int, num_entities: int,
+                 num_subcategories: int = 0):
         super().__init__()
         dim = bert.config.hidden_size
         lora = cfg.model.lora
@@ -94,6 +97,9 @@ class MTRec(nn.Module):
         self.category_head = nn.Linear(dim, num_categories) if num_categories and t.category > 0 else None
         self.sentiment_head = nn.Linear(dim, N_SENTIMENTS) if t.sentiment > 0 else None
         self.ner_head = nn.Linear(dim, num_entities) if num_entities and t.ner > 0 else None
+        # Made last, so the other heads' initial weights do not depend on whether this one exists.
+        self.subcategory_head = (nn.Linear(dim, num_subcategories) if num_subcategories and t.subcategory > 0
+                                 else None)
         self.dim = dim
         self.cfg = cfg
 
@@ -118,13 +124,16 @@ class MTRec(nn.Module):
         return [p for p in self.bert.parameters() if p.requires_grad]
 
     def head_parameters(self) -> dict[str, list[nn.Parameter]]:
-        heads = {"main": list(self.user_encoder.parameters()), "category": [], "sentiment": [], "ner": []}
+        heads = {"main": list(self.user_encoder.parameters()), "category": [], "sentiment": [], "ner": [],
+                 "subcategory": []}
         if self.category_head is not None:
             heads["category"] = list(self.category_head.parameters())
         if self.sentiment_head is not None:
             heads["sentiment"] = list(self.sentiment_head.parameters())
         if self.ner_head is not None:
             heads["ner"] = list(self.ner_head.parameters())
+        if self.subcategory_head is not None:
+            heads["subcategory"] = list(self.subcategory_head.parameters())
         return heads
 
 
@@ -155,8 +164,13 @@ def task_losses(model: MTRec, news: torch.Tensor, batch: Batch, cfg: Config) -> 
     if tasks.ner > 0 and model.ner_head is not None:
         bce = F.binary_cross_entropy_with_logits(model.ner_head(news).float(), batch.entities, reduction="none").mean(1)
         losses["ner"] = _weighted_mean(bce, batch.aux_weight * batch.entities_known)
+    if tasks.subcategory > 0 and model.subcategory_head is not None and batch.subcategory is not None:
+        w = batch.aux_weight * (batch.subcategory >= 0)
+        ce = F.cross_entropy(model.subcategory_head(news).float(), batch.subcategory.clamp_min(0), reduction="none")
+        losses["subcategory"] = _weighted_mean(ce, w)
     return losses
 
 
 def task_weights(cfg: Config) -> dict[str, float]:
-    return {"main": 1.0, "category": cfg.tasks.category, "sentiment": cfg.tasks.sentiment, "ner": cfg.tasks.ner}
+    return {"main": 1.0, "category": cfg.tasks.category, "sentiment": cfg.tasks.sentiment, "ner": cfg.tasks.ner,
+            "subcategory": cfg.tasks.subcategory}

@@ -2,7 +2,9 @@
 
     RUN/
       config.yaml           the resolved training config
-      run.json              format version, label vocabularies in head order, head sizes, backbone (+ sha256)
+      run.json              format version, label vocabularies in head order, head sizes, backbone (+ sha256);
+                            the subcategory vocabulary and head (MIND) were added within format 1, so a
+                            run.json without them reads as having none
       tokenizer/            the tokenizer, saved (titles tokenize the same way wherever the run is used)
       articles.parquet      article_id, title, category_str, published_time of the training articles
       best/ final/ checkpoints/step-N/   model.safetensors (trainable tensors only)
@@ -73,8 +75,10 @@ class RunManifest:
             fmt = raw["format"]
             if fmt != RUN_FORMAT:
                 raise CheckpointError(f"{path}: run format {fmt}, this mtnews reads format {RUN_FORMAT}")
-            return cls(str(raw["backbone"]), raw["backbone_sha256"], LabelVocab.from_dict(raw["vocab"]),
-                       {k: int(raw["heads"][k]) for k in ("category", "sentiment", "ner")}, fmt)
+            heads = {k: int(raw["heads"][k]) for k in ("category", "sentiment", "ner")}
+            # Added within format 1: a run.json without it has no subcategory head.
+            heads["subcategory"] = int(raw["heads"].get("subcategory", 0))
+            return cls(str(raw["backbone"]), raw["backbone_sha256"], LabelVocab.from_dict(raw["vocab"]), heads, fmt)
         except CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:

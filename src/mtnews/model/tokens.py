@@ -6,7 +6,6 @@ Batches then gather rows by article index and trim to their longest title, so no
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtnews.io import atomic_path
+from mtnews.io import atomic_path, cache_dir
 
 
 @dataclass
@@ -30,10 +29,6 @@ class TitleTokens:
         ids = torch.from_numpy(self.ids[idx, :width].astype(np.int64))
         mask = torch.arange(width)[None, :] < torch.from_numpy(lens.astype(np.int64))[:, None]
         return ids, mask.long()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MTNEWS_CACHE", Path.home() / ".cache" / "mtnews"))
 
 
 def _key(titles: list[str], tokenizer, max_len: int) -> str:

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--run", required=True, help="training run directory")
     s.add_argument("--data", default=None,
-                   help="dataset root folder (articles.parquet, <split>/history.parquet); default: the run's own "
-                        "articles and no known users")
+                   help="dataset root folder (articles.parquet, <split>/history.parquet) or a MIND folder; default: "
+                        "the run's own articles and no known users")
     s.add_argument("--split", default="validation", choices=("train", "validation", "test"),
                    help="split whose history.parquet gives the known users (default: validation)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")

@@ -60,4 +60,5 @@ class BatchBuilder:
             sentiment=torch.from_numpy(a.sentiment[uniq]),
             entities=torch.from_numpy(a.entities[uniq]) if a.entities.shape[1] else torch.zeros(len(uniq), 0),
             entities_known=torch.from_numpy(a.entities_known[uniq]),
+            subcategory=torch.from_numpy(a.subcategory[uniq]),
         )

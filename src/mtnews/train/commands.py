@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train MTRec. Any config key can be overridden as --section.key VALUE, e.g. "
         "--train.surgery pcgrad --model.lora.enabled false --tasks.category 0.",
     )
-    t.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside)")
+    t.add_argument("--data", required=True, help="dataset root folder (train/ and validation/ inside), or a MIND folder")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--config", help="YAML config file (configs/demo.yaml, configs/ebnerd_small.yaml, ...)")
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")

@@ -34,7 +34,8 @@ def plot_training_curve(run_dir: str | Path, out_png: str | Path, title: str | N
         step = np.array([int(r["step"]) for r in rows])
         window = max(1, len(rows) // 25)
         for key, label in (("loss", "total (weighted)"), ("loss_main", "main (NCE)"),
-                           ("loss_category", "category"), ("loss_sentiment", "sentiment"), ("loss_ner", "NER")):
+                           ("loss_category", "category"), ("loss_sentiment", "sentiment"), ("loss_ner", "NER"),
+                           ("loss_subcategory", "subcategory")):
             vals = [r.get(key) for r in rows]
             if any(v not in (None, "", "nan") for v in vals):
                 y = np.array([float(v) if v not in (None, "") else np.nan for v in vals])

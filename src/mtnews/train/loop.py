@@ -36,7 +36,7 @@ from mtnews.train.logs import CsvLog
 from mtnews.train.step import GradientEngine, StepStats
 
 METRIC_FIELDS = ["step", "epoch", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
-                 "cosine", "projected", "lr", "samples_per_s", "grad_norm"]
+                 "cosine", "projected", "lr", "samples_per_s", "grad_norm", "loss_subcategory"]
 EVAL_FIELDS = ["step", *METRIC_NAMES, "impressions", "skipped", "seconds"]
 
 
@@ -320,7 +320,15 @@ def check_resume_config(out: str | Path, cfg: Config, keys: set[str]) -> None:
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
           given: set[str] | None = None) -> dict:
     """Train (or with `resume`, continue) a run in `out`. `given`: the config keys the caller set
-    explicitly; resuming refuses any of them that differs from the run's saved config."""
+    explicitly; resuming refuses any of them that differs from the run's saved config. A task the data
+    cannot teach (sentiment without sentiment labels) is switched off first, with a note on stderr."""
+    import os
+
+    from mtnews.train.tasks import without_unlabelled_tasks
+
+    cfg, note = without_unlabelled_tasks(cfg, data)
+    if note and os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per rank
+        print(f"mtnews: {note}", file=sys.stderr)
     if resume:
         check_resume_config(out, cfg, given or set())
     return Trainer(cfg, data, out, resume=resume, progress=progress).fit()

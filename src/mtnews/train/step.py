@@ -27,7 +27,7 @@ import torch.distributed as dist
 from mtnews.model.mtrec import Batch, MTRec, task_weights
 from mtnews.train import surgery
 
-AUX_TASKS = ("category", "sentiment", "ner")
+AUX_TASKS = ("category", "sentiment", "ner", "subcategory")
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

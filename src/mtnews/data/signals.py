@@ -169,6 +169,13 @@ class SignalIndex:
         self.inviews = _Sorted(self._codes(events.inview_article), events.inview_time - self.t0, self.span, n)
         self.clicks = _Sorted(self._codes(events.click_article), events.click_time - self.t0, self.span, n)
 
+    @classmethod
+    def from_parts(cls, parts: list[LogPart], options: SignalOptions | None = None) -> "SignalIndex":
+        """The index of in-memory log parts (train and/or the split, `own=True` for the split scored)."""
+        options = options or SignalOptions()
+        return cls(collect_events(parts, mask=options.mask_split_clicks, mask_seed=options.mask_seed,
+                                  history_dedupe_h=options.history_dedupe_h), options)
+
     def _codes(self, article_ids: np.ndarray) -> np.ndarray:
         """Dense codes of article ids; -1 for an article with no event at all."""
         ids = np.asarray(article_ids, dtype=np.int64)
@@ -333,8 +340,6 @@ class SplitSignals:
         train_root = Path(root if train_root is None else train_root)
         if split != "train" and (train_root / "train" / "behaviors.parquet").exists():
             parts.insert(0, _read_part(split_paths(train_root, "train"), own=False))
-        events = collect_events(parts, mask=options.mask_split_clicks, mask_seed=options.mask_seed,
-                                history_dedupe_h=options.history_dedupe_h)
         b = own.behaviors.select(pl.col("impression_id").cast(pl.Int64),
                                  pl.col("impression_time").cast(pl.Datetime("us")).cast(pl.Int64)).sort("impression_id")
         ids = b["impression_id"].to_numpy()
@@ -343,7 +348,7 @@ class SplitSignals:
             raise DataError(f"{paths.behaviors}: column 'impression_id' repeats {len(repeated)} id(s) (first: "
                             f"{ids[repeated[0]]}), expected unique ids (time signals look impressions up by id)")
         sources = tuple(str(Path(p.name).parent) for p in parts)  # the split folders
-        return cls(paths, options, SignalIndex(events, options), read_article_times(paths.articles), ids,
+        return cls(paths, options, SignalIndex.from_parts(parts, options), read_article_times(paths.articles), ids,
                    b["impression_time"].to_numpy(), sources)
 
     def times_of(self, impression_ids: np.ndarray) -> np.ndarray:

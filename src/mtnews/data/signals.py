@@ -135,6 +135,53 @@ class SignalTable:
         return pl.DataFrame(self.columns)
 
 
+class IdLookup:
+    """Positions of integer ids in a sorted unique array: a dense table when the ids span a small range
+    (article ids do: a gather is several times faster than a binary search per id), else binary search."""
+
+    DENSE_FACTOR = 8  # a table at most this many times the number of ids (and at least 1M entries allowed)
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.asarray(ids, dtype=np.int64)  # sorted, unique
+        self.table = None
+        if len(self.ids):
+            self.low = int(self.ids[0])
+            width = int(self.ids[-1]) - self.low + 1
+            if width <= max(self.DENSE_FACTOR * len(self.ids), 1 << 20):
+                self.table = np.full(width, -1, dtype=np.int32)
+                self.table[self.ids - self.low] = np.arange(len(self.ids), dtype=np.int32)
+
+    @classmethod
+    def of_values(cls, *arrays: np.ndarray) -> "IdLookup":
+        """The lookup of the distinct values of `arrays` (sorted)."""
+        values = [np.asarray(a, dtype=np.int64) for a in arrays if len(a)]
+        if not values:
+            return cls(np.zeros(0, dtype=np.int64))
+        low = min(int(v.min()) for v in values)
+        high = max(int(v.max()) for v in values)
+        if high - low + 1 <= max(cls.DENSE_FACTOR * sum(len(v) for v in values), 1 << 20):
+            seen = np.zeros(high - low + 1, dtype=bool)
+            for v in values:
+                seen[v - low] = True
+            return cls(np.flatnonzero(seen) + low)
+        return cls(np.unique(np.concatenate(values)))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """The position of each value in `ids`, or -1 where it is absent."""
+        v = np.asarray(values, dtype=np.int64)
+        if not len(self.ids):
+            return np.full(v.shape, -1, dtype=np.int64)
+        if self.table is not None:
+            rel = v - self.low
+            inside = (rel >= 0) & (rel < len(self.table))
+            return np.where(inside, self.table[np.where(inside, rel, 0)], -1).astype(np.int64)
+        pos = np.searchsorted(self.ids, v).clip(0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == v, pos, -1).astype(np.int64)
+
+
 class _Sorted:
     """Events of one kind keyed by (article code, time), sorted; counts are differences of positions."""
 
@@ -157,7 +204,8 @@ class SignalIndex:
         self.n_inviews = len(events.inview_time)
         self.n_clicks = len(events.click_time)
         times = np.concatenate([events.inview_time, events.click_time])
-        self.articles = np.unique(np.concatenate([events.inview_article, events.click_article]))
+        self.lookup = IdLookup.of_values(events.inview_article, events.click_article)
+        self.articles = self.lookup.ids
         self.t0 = int(times.min()) if len(times) else 0
         # Relative times of events lie in [0, span - 2]; queries clip to [0, span - 1], which keeps every
         # count exact (nothing lies outside) and every key inside its article's block.
@@ -178,14 +226,13 @@ class SignalIndex:
 
     def _codes(self, article_ids: np.ndarray) -> np.ndarray:
         """Dense codes of article ids; -1 for an article with no event at all."""
-        ids = np.asarray(article_ids, dtype=np.int64)
-        if len(self.articles) == 0:
-            return np.full(ids.shape, -1, dtype=np.int64)
-        pos = np.searchsorted(self.articles, ids).clip(0, len(self.articles) - 1)
-        return np.where(self.articles[pos] == ids, pos, -1).astype(np.int64)
+        return self.lookup.find(article_ids)
 
     def _key(self, code: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return code * self.span + np.clip(t - self.t0, 0, self.span - 1)
+        rel = t - self.t0
+        np.clip(rel, 0, self.span - 1, out=rel)
+        rel += code * self.span
+        return rel
 
     def counts(self, article_ids: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
         """In-view and click counts per window (and over all time) for each (article id, time in us)."""
@@ -194,9 +241,14 @@ class SignalIndex:
             zero = np.zeros(len(np.asarray(article_ids)))
             return {f"{k}_{w}": zero.copy() for k in ("inviews", "clicks") for w in (*o.window_names, "all")}
         code = self._codes(article_ids)
-        known = code >= 0
-        c = np.where(known, code, 0)
+        c = np.maximum(code, 0)
         t = np.asarray(times, dtype=np.int64)
+        # Binary searches for needles in ascending order walk the keys once, cache-friendly (about 15x faster
+        # than random needles on 10M keys). Every shifted key (t - w, t + w) keeps this order, since the
+        # clipping in _key is monotone, so one argsort serves all of them.
+        order = np.argsort(self._key(c, t), kind="stable")
+        c, t = c[order], t[order]
+        known = code[order] >= 0
         out: dict[str, np.ndarray] = {}
         windows = [int(round(w * HOUR_US)) for w in o.windows_h]
         for kind, idx in (("inviews", self.inviews), ("clicks", self.clicks)):
@@ -204,9 +256,13 @@ class SignalIndex:
             now = idx.before(self._key(c, t))
             for name, w in zip(o.window_names, windows):
                 hi = idx.before(self._key(c, t + w)) if two_sided else now
-                out[f"{kind}_{name}"] = np.where(known, hi - idx.before(self._key(c, t - w)), 0).astype(np.float64)
+                out[f"{kind}_{name}"] = np.where(known, hi - idx.before(self._key(c, t - w)), 0)
             end = idx.start[c + 1] if two_sided else now
-            out[f"{kind}_all"] = np.where(known, end - idx.start[c], 0).astype(np.float64)
+            out[f"{kind}_all"] = np.where(known, end - idx.start[c], 0)
+        for name, sorted_counts in out.items():
+            back = np.empty(len(order), dtype=np.float64)
+            back[order] = sorted_counts
+            out[name] = back
         return out
 
 
@@ -219,15 +275,13 @@ class ArticleTimes:
     published_known: np.ndarray  # bool
     aggregates: dict[str, np.ndarray] = field(default_factory=dict)  # float64, NaN where null
 
-    @classmethod
-    def empty(cls) -> "ArticleTimes":
-        z = np.zeros(0, dtype=np.int64)
-        return cls(z, z, np.zeros(0, dtype=bool))
+    def __post_init__(self) -> None:
+        self.lookup = IdLookup(self.ids)
 
     @classmethod
     def from_frame(cls, df: pl.DataFrame) -> "ArticleTimes":
         """From `article_id` and, when present, `published_time` and the aggregate columns."""
-        df = df.filter(pl.col("article_id").is_not_null()).sort("article_id")
+        df = df.filter(pl.col("article_id").is_not_null()).unique("article_id", keep="first").sort("article_id")
         pub = (df["published_time"].cast(pl.Datetime("us")).cast(pl.Int64) if "published_time" in df.columns
                else pl.Series([None] * df.height, dtype=pl.Int64))
         aggs = {c: df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in AGGREGATE_COLUMNS if c in df.columns}
@@ -235,11 +289,8 @@ class ArticleTimes:
                    pub.is_not_null().to_numpy(), aggs)
 
     def _pos(self, article_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(article_ids, dtype=np.int64)
-        if len(self.ids) == 0:
-            return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
-        pos = np.searchsorted(self.ids, ids).clip(0, len(self.ids) - 1)
-        return pos, self.ids[pos] == ids
+        pos = self.lookup.find(article_ids)
+        return np.maximum(pos, 0), pos >= 0
 
     def age_hours(self, article_ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos, found = self._pos(article_ids)

@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/bench_time_baselines.py [--effects 0,1] [--seeds 0] [--users 2000] [--articles 1500]
 
 For each time effect X and seed, `mtnews data synth` data (the CLI defaults unless told) is written to a
-temporary folder and every baseline of `mtnews evaluate --scorer` scores its validation split, plus:
+temporary folder and every baseline of `mtnews evaluate --scorer` scores its validation split (the
+oracle ranks by the generator's utility, time term included), plus:
 
 * `ideal content`: what a perfect content model could know. It sees the true category and sentiment of
   the user's last 20 history clicks (no titles, no time) and scores an article by the generator's own
   content weights: CAT_W * log(p̂_cat + PREF_EPS) + SENT_W * log(p̂_sent), with p̂ the click shares
   smoothed by PREF_ALPHA per category and 1 per sentiment. It bounds what content-only MTRec can reach.
-* `ideal content + time (oracle)`: the oracle, i.e. the generator's utility including the time term.
+* the time baselines again under `signals.window: split` (transductive, for comparison only).
+
+The rows `recency`, `trending` and `ctr` use the default past-only signals.
 
 Prints one table (rows: scorers; columns: X / seed) and the load average.
 """
@@ -73,12 +76,16 @@ def ideal_content_auc(root: Path, split: str = "validation", last: int = 20) -> 
 
 def measure(x: float, seed: int, users: int, articles: int) -> dict[str, float]:
     from mtnews.data.synth import synthesize
+    from mtnews.evaluate.scorers import TimeScorer
     from mtnews.evaluate.split_scoring import BASELINES, score_split
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         synthesize(root, users=users, articles=articles, seed=seed, time_effect=x)
         out = {name: score_split(root, "validation", scorer=name)["auc"] for name in BASELINES}
+        for name in TimeScorer.NAMES:  # the transductive mode, for comparison only
+            out[f"{name} (split window)"] = score_split(root, "validation", scorer=name,
+                                                        signals={"window": "split"})["auc"]
         out["ideal content"] = ideal_content_auc(root)
     return out
 

@@ -176,6 +176,8 @@ class IdLookup:
             return np.full(v.shape, -1, dtype=np.int64)
         if self.table is not None:
             rel = v - self.low
+            if len(rel) and rel.min() >= 0 and rel.max() < len(self.table):  # e.g. the events' own articles
+                return self.table[rel].astype(np.int64)
             inside = (rel >= 0) & (rel < len(self.table))
             return np.where(inside, self.table[np.where(inside, rel, 0)], -1).astype(np.int64)
         pos = np.searchsorted(self.ids, v).clip(0, len(self.ids) - 1)
@@ -185,8 +187,13 @@ class IdLookup:
 class _Sorted:
     """Events of one kind keyed by (article code, time), sorted; counts are differences of positions."""
 
-    def __init__(self, codes: np.ndarray, rel: np.ndarray, span: int, n_codes: int):
-        self.keys = np.sort(codes * span + rel)
+    def __init__(self, codes: np.ndarray, times: np.ndarray, t0: int, span: int, n_codes: int):
+        keys = codes  # built in place: these arrays are the largest of the whole computation
+        keys *= span
+        keys += times
+        keys -= t0
+        keys.sort()
+        self.keys = keys
         bounds = np.arange(n_codes + 1, dtype=np.int64) * span
         self.start = np.searchsorted(self.keys, bounds, side="left")
 
@@ -203,19 +210,19 @@ class SignalIndex:
         self.masked_clicks = events.masked_clicks
         self.n_inviews = len(events.inview_time)
         self.n_clicks = len(events.click_time)
-        times = np.concatenate([events.inview_time, events.click_time])
+        times = [t for t in (events.inview_time, events.click_time) if len(t)]
         self.lookup = IdLookup.of_values(events.inview_article, events.click_article)
         self.articles = self.lookup.ids
-        self.t0 = int(times.min()) if len(times) else 0
+        self.t0 = min(int(t.min()) for t in times) if times else 0
         # Relative times of events lie in [0, span - 2]; queries clip to [0, span - 1], which keeps every
         # count exact (nothing lies outside) and every key inside its article's block.
-        self.span = (int(times.max()) - self.t0 + 2) if len(times) else 2
+        self.span = (max(int(t.max()) for t in times) - self.t0 + 2) if times else 2
         if len(self.articles) * self.span >= 2**62:
             raise DataError(f"time signals: {len(self.articles)} articles over {self.span / HOUR_US:.0f} hours "
                             f"do not fit 63-bit (article, microsecond) keys")
         n = len(self.articles)
-        self.inviews = _Sorted(self._codes(events.inview_article), events.inview_time - self.t0, self.span, n)
-        self.clicks = _Sorted(self._codes(events.click_article), events.click_time - self.t0, self.span, n)
+        self.inviews = _Sorted(self._codes(events.inview_article), events.inview_time, self.t0, self.span, n)
+        self.clicks = _Sorted(self._codes(events.click_article), events.click_time, self.t0, self.span, n)
 
     @classmethod
     def from_parts(cls, parts: list[LogPart], options: SignalOptions | None = None) -> "SignalIndex":

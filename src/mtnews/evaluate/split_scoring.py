@@ -63,7 +63,10 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
         run = load_run(run, device=resolve_device(device))
     articles = load_articles(paths.articles) if run is None else run.load_dataset_articles(paths.articles)
     histories = load_histories(paths.history, articles, BASELINE_HISTORY if run is None else run.history_size)
-    s = make_baseline(scorer, paths, seed, signals) if run is None else ModelScorer.for_split(run, paths, articles, histories)
+    if run is None:
+        s = make_baseline(scorer, paths, seed, signals)
+    else:
+        s = ModelScorer.for_split(run, paths, articles, histories)
     result = run_scorer(s, paths, articles, histories, chunk, predictions_out, progress=progress)
     if isinstance(s, TimeScorer):
         result["signals"] = s.description

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mtnews.data import synth
 from mtnews.data.schema import ARTICLES, BEHAVIORS, HISTORY, TEST_BEHAVIORS
 from mtnews.data.synth import synthesize
 from mtnews.data.synth_articles import build_articles, synthesize_articles
+from mtnews.data.time_profile import profile_file
 from mtnews.errors import ConfigError, DataError
 
 SIZE = dict(users=200, articles=300)
@@ -204,7 +206,16 @@ def test_titles_vary_and_carry_category_and_sentiment():
     assert groups["entity_groups"].n_unique() >= 3  # entity types follow the category
 
 
-def test_oracle_beats_popularity_beats_random(ds):
+@pytest.fixture(scope="module")
+def content_only(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth0") / "ebnerd"
+    synthesize(out, **SIZE, seed=0, time_effect=0)
+    return out
+
+
+def test_oracle_beats_popularity_beats_random(content_only):
+    """The content-only model (time effect 0), where train clicks are a weak but real signal."""
+    ds = content_only
     train = read(ds, "train", "behaviors")
     clicks = train["article_ids_clicked"].explode().value_counts()
     counts = dict(zip(clicks["article_ids_clicked"].to_list(), clicks["count"].to_list()))
@@ -222,6 +233,108 @@ def test_oracle_beats_popularity_beats_random(ds):
     # Popularity is a weak signal by design; compare with chance (0.5), not with the noisy random column.
     assert auc_pop > 0.515
     assert abs(auc_random - 0.5) < 0.05
+
+
+# --- time ---------------------------------------------------------------------------------------------------
+
+def series_digest(h, s: pl.Series) -> None:
+    """Feed a column's dtype, nulls, list lengths and values into `h`, independently of the parquet writer."""
+    h.update(f"{s.name}|{s.dtype}|{len(s)}".encode())
+    h.update(s.is_null().to_numpy().astype(np.uint8).tobytes())
+    while isinstance(s.dtype, pl.List):
+        h.update(s.list.len().fill_null(-1).to_numpy().astype(np.int64).tobytes())
+        s = s.explode(empty_as_null=False, keep_nulls=False)
+        h.update(s.is_null().to_numpy().astype(np.uint8).tobytes())
+    if s.dtype == pl.String:
+        h.update("\x00".join(s.fill_null("").to_list()).encode())
+    elif s.dtype == pl.Boolean:
+        h.update(s.fill_null(False).to_numpy().astype(np.uint8).tobytes())
+    elif s.dtype.is_float():
+        h.update(s.fill_null(0).cast(pl.Float64).to_numpy().tobytes())
+    else:
+        h.update(s.to_physical().fill_null(0).cast(pl.Int64).to_numpy().tobytes())
+
+
+def digests(root: Path) -> dict[str, str]:
+    out = {}
+    for name, df in frames(root).items():
+        h = hashlib.sha256()
+        for col in df.get_columns():
+            series_digest(h, col)
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
+# Written by the generator before it had a time effect (commit d4466af), 200 users, 300 articles, seed 0,
+# with the test split: time effect 0 must reproduce them value for value.
+CONTENT_ONLY_DIGESTS = {
+    "articles.parquet": "12e47458cf9cae00",
+    "test/behaviors.parquet": "244164a9fd0831d7",
+    "test/history.parquet": "ae9db1b7adf1dbab",
+    "test/oracle.parquet": "4011d7ddf770ee38",
+    "train/behaviors.parquet": "849c409c8bb10a8f",
+    "train/history.parquet": "37f198f35dc8cdec",
+    "train/oracle.parquet": "b8bf7d6dba1984e5",
+    "validation/behaviors.parquet": "c5b8a2f39935cba3",
+    "validation/history.parquet": "0af7b06e665ab6fe",
+    "validation/oracle.parquet": "ec6776f80b8fe43a",
+}
+
+
+def test_time_effect_zero_reproduces_the_content_only_generator(tmp_path, ds):
+    synthesize(tmp_path / "zero", **SIZE, seed=0, with_testset=True, time_effect=0)
+    assert digests(tmp_path / "zero") == CONTENT_ONLY_DIGESTS
+    assert digests(ds) != CONTENT_ONLY_DIGESTS  # the default has a time effect
+
+
+def test_oracle_utilities_include_the_time_effect(ds, content_only):
+    """An article's true utility falls as it ages (within the article: users vary, the article does not)."""
+    published = pl.read_parquet(ds / "articles.parquet").select("article_id", "published_time")
+
+    def within_article_slope(root: Path) -> float:
+        b = read(root, "train", "behaviors").join(read(root, "train", "oracle"), on="impression_id")
+        rows = (b.select("impression_time", pl.col("article_ids_inview").alias("article_id"), "utility")
+                .explode("article_id", "utility").join(published, on="article_id")
+                .with_columns(((pl.col("impression_time") - pl.col("published_time")).dt.total_seconds() / 3600)
+                              .log1p().alias("log_age")))
+        r = rows.group_by("article_id").agg(pl.corr("log_age", "utility").alias("r"), pl.len()).filter(pl.col("len") >= 20)
+        return float(r["r"].drop_nans().mean())
+
+    assert within_article_slope(ds) < -0.15
+    assert abs(within_article_slope(content_only)) < 0.05
+
+
+@pytest.mark.parametrize("bad", [-0.1, 5.5, float("nan"), True])
+def test_bad_time_effect_is_a_config_error(tmp_path, bad):
+    with pytest.raises(ConfigError, match="time_effect"):
+        synthesize(tmp_path / "ds", users=20, articles=60, time_effect=bad)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_time_effect_reaches_the_generator(tmp_path):
+    from mtnews.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "cli"), "--users", "30", "--articles", "60",
+                 "--time-effect", "0"]) == 0
+    synthesize(tmp_path / "lib", users=30, articles=60, time_effect=0)
+    synthesize(tmp_path / "strong", users=30, articles=60, time_effect=5)
+    assert digests(tmp_path / "cli") == digests(tmp_path / "lib") != digests(tmp_path / "strong")
+
+
+def test_synthetic_traffic_has_the_real_fixtures_hourly_shape(tmp_path, ebnerd_fixture):
+    """At the fixture's traffic (about 1,000 impressions a week), the hourly shape of impressions and of
+    in-view repeats matches the real log; the content-only generator's flat traffic does not."""
+    real = profile_file(ebnerd_fixture / "behaviors.parquet")
+    shapes = {}
+    for x in (synth.DEFAULT_TIME_EFFECT, 0.0):
+        synthesize(tmp_path / str(x), users=200, articles=1500, seed=0, time_effect=x)
+        shapes[x] = profile_file(tmp_path / str(x) / "train" / "behaviors.parquet")
+        assert abs(shapes[x]["impressions"] / real["impressions"] - 1) < 0.1
+    timed, flat = shapes[synth.DEFAULT_TIME_EFFECT], shapes[0.0]
+    assert abs(timed["trough_to_peak"] - real["trough_to_peak"]) < 0.15 < abs(flat["trough_to_peak"] - real["trough_to_peak"])
+    assert abs(timed["repeat_share"] - real["repeat_share"]) < 0.04 < abs(flat["repeat_share"] - real["repeat_share"])
+    assert abs(timed["articles_per_hour"] / real["articles_per_hour"] - 1) < 0.15 < \
+        abs(flat["articles_per_hour"] / real["articles_per_hour"] - 1)
 
 
 # --- failure handling ---------------------------------------------------------------------------------------

@@ -35,9 +35,11 @@ def test_demo_pipeline_with_tiny_bert(tmp_path, tiny_bert):
                "--data.eval_impressions", "100", "--train.lr", "1e-3")
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())["validation"]
-    assert set(results) == {"random", "popularity", "oracle", "mtrec (this run)"}
+    assert set(results) == {"random", "popularity", "oracle", "recency", "trending", "ctr", "mtrec (this run)"}
     # The oracle ranks by the utilities the clicks were drawn from, so it must top the baselines.
-    assert results["oracle"]["auc"] > results["popularity"]["auc"] > 0.5 - 0.05
+    others = [results[s]["auc"] for s in ("random", "popularity", "recency", "trending", "ctr")]
+    assert results["oracle"]["auc"] > max(others) and min(others) > 0.5 - 0.05
+    assert results["trending"]["signals"]["window"] == "past"
     png = (out / "training_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # A second run resumes: nothing is retrained and the results are the same.

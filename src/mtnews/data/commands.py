@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--with-testset", action="store_true", help="also write the test layout (no clicks)")
     s.add_argument("--test-impressions", type=int, default=None, help="number of test impressions")
+    s.add_argument("--time-effect", type=float, default=None, metavar="X",
+                   help="strength of freshness, latent buzz and the day cycle in the click model, 0 to 5; "
+                        "0 is the content-only model (default: 1, moderate)")
     s.add_argument("--format", choices=("ebnerd", "mind"), default="ebnerd",
                    help="file layout: EBNeRD parquet files, or MIND's train/, dev/, test/ TSV folders "
                         "(the same data; `data convert --from mind` reads it back)")
@@ -60,6 +63,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     for name in ("users", "articles", "test_impressions"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    time = {} if args.time_effect is None else {"time_effect": args.time_effect}
     summary = synthesize(
         args.out,
         users=args.users,
@@ -67,6 +71,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         with_testset=args.with_testset,
         test_impressions=args.test_impressions,
+        **time,
     )
     Console().print(f"wrote {args.out}: {summary}")
     return 0

@@ -20,6 +20,15 @@ Generative model (every step is vectorised over impressions, history events, use
   window by inverse CDF.
 * Clicks: Gumbel-top-k on v + Gumbel(0, 1) noise, k = 1 (2 with probability TWO_CLICK_SHARE). Ranking by v
   is the oracle: the best any model can do in expectation.
+* Time effect, of strength X = `time_effect` (0 is exactly the content-only model above, draw for draw;
+  DEFAULT_TIME_EFFECT otherwise). Each article has a latent buzz b ~ N(0, 1), drawn from its own stream and
+  never written anywhere, so it is observable only through exposure and clicks:
+      v(u, a, t) = v(u, a) + X * (BUZZ_W * b_a - FRESH_W * log(1 + age_h(a, t) / FRESH_HOURS))
+  so news goes stale within hours to days, and the oracle's utilities include the time term. The site shows
+  fresh and buzzing articles more: the exposure weight gains a factor exp(X * EXPOSURE_BUZZ * b_a), and its
+  recency rate grows from 1 / RECENCY_DAYS to 1 / RECENCY_DAYS + X / EXPOSURE_FRESH_DAYS (still exp(pub / τ)
+  times a constant, so the one-cumsum sampler stands). Traffic follows a day cycle (DIURNAL, shaped on the
+  real EBNeRD fixture), mixed in with weight min(X, 1): impressions and history reads cluster in the day.
 * History: each split's users (except ~1%, left out on purpose) get a lognormal number of reads spread over
   the history window; each read is the Gumbel-argmax of the same utility over HISTORY_CHOICES articles
   drawn (with replacement) by the same exposure rule at that moment.
@@ -44,8 +53,8 @@ from mtnews.data.synth_articles import N_CATEGORIES, build_articles
 from mtnews.errors import ConfigError, DataError
 from mtnews.io import atomic_dir, atomic_path
 
-# Click model, tuned at the default size (validation, per-impression AUC, seed 0): oracle 0.91, ranking by
-# train click counts 0.54, random 0.5. An ideal content model (the true category and sentiment of the
+# Click model, tuned at the default size with time effect 0 (validation, per-impression AUC, seed 0): oracle
+# 0.91, ranking by train click counts 0.54, random 0.5. An ideal content model (the true category and sentiment of the
 # user's last 20 clicks, counted) reaches 0.82: titles carry most of the signal, so a title-based
 # recommender can close most of the popularity-to-oracle gap. Most validation articles are new, which is
 # what keeps click-count popularity weak.
@@ -55,6 +64,23 @@ CAT_W = 2.0
 SENT_W = 0.5
 POP_W = 0.6
 TWO_CLICK_SHARE = 0.05
+
+# Time effect (see the module docs), tuned at the default size and DEFAULT_TIME_EFFECT (validation, seeds
+# 0-2): the best single time baseline (ctr, 0.63-0.65) stays within an AUC of 0.60-0.66, the ideal content
+# model falls from 0.82 to 0.79, the oracle rises to 0.92, and train-click popularity drops below 0.5 (last
+# week's news is stale). docs/time.md has the measured tables.
+DEFAULT_TIME_EFFECT = 1.0
+MAX_TIME_EFFECT = 5.0  # beyond this the exposure weights' exp(pub / τ) would leave float64's range
+BUZZ_W = 0.6
+FRESH_W = 1.5
+FRESH_HOURS = 12.0
+FRESH_SPREAD = 1.0  # log-sd of the per-article time scale: breaking news stale in hours, features in days
+FRESH_USER_SPREAD = 1.0  # log-sd of each user's weight of staleness (mean 1): some readers want news now
+EXPOSURE_BUZZ = 0.8
+EXPOSURE_FRESH_DAYS = 1.5
+# Relative traffic per hour of day (mean 1): 1 + 0.5 cos(2π (h - 14) / 24), the trough at 02:00 a third
+# of the 14:00 peak, as in the hour-of-day counts of the real EBNeRD fixture (docs/time.md).
+DIURNAL = 1.0 + 0.5 * np.cos(2 * np.pi * (np.arange(24) - 14) / 24)
 
 # Exposure.
 MIN_INVIEW, MAX_INVIEW = 5, 15
@@ -88,6 +114,9 @@ class _Catalogue:
     pop_util: np.ndarray  # float64, POP_W * z(log popularity)
     cum_weight: np.ndarray  # float64, len + 1: prefix sums of the exposure weights
     articles: pl.DataFrame
+    buzz: np.ndarray  # float64, the latent buzz b_a (never written)
+    stale_hours: np.ndarray  # float64, the latent freshness time scale of each article (never written)
+    time_effect: float = 0.0
 
 
 @dataclass
@@ -97,9 +126,10 @@ class _Users:
     sent_util: np.ndarray  # (U, 3) float64
     activity: np.ndarray  # probabilities summing to 1
     attrs: dict[str, np.ndarray]
+    freshness: np.ndarray | None = None  # float64, the latent weight of staleness per user (never written)
 
 
-_STREAMS = {"articles": 1, "users": 2, "train": 3, "validation": 4, "test": 5}
+_STREAMS = {"articles": 1, "users": 2, "train": 3, "validation": 4, "test": 5, "buzz": 6}
 
 
 def _stream(seed: int, part: str) -> np.random.Generator:
@@ -110,7 +140,8 @@ def _increasing_ids(rng: np.random.Generator, n: int, start: int, max_gap: int) 
     return start + np.cumsum(rng.integers(1, max_gap + 1, n))
 
 
-def _catalogue(rng: np.random.Generator, n: int) -> _Catalogue:
+def _catalogue(rng: np.random.Generator, n: int, time_effect: float = 0.0,
+               buzz_rng: np.random.Generator | None = None) -> _Catalogue:
     # The back catalogue guarantees at least 2 * MAX_INVIEW articles exist before the earliest history event.
     n_back = max(2 * MAX_INVIEW + 2, n // 8)
     first_event = TRAIN_START - HISTORY_DAYS * _DAY
@@ -124,10 +155,18 @@ def _catalogue(rng: np.random.Generator, n: int) -> _Catalogue:
     pageviews = np.round(np.exp(log_pop) * 400 * rng.lognormal(0.0, 0.3, n)).astype(np.int64) + 1
     inviews = np.round(pageviews * rng.uniform(3.0, 12.0, n)).astype(np.int64)
     articles, cat, sent = build_articles(rng, ids, pub, inviews, pageviews)
-    weight = np.exp(EXPOSURE_POP * log_pop + (pub - CATALOGUE_START) / (RECENCY_DAYS * _DAY))
+    buzz_rng = buzz_rng or np.random.default_rng(0)
+    buzz = buzz_rng.normal(0.0, 1.0, n)
+    stale_hours = FRESH_HOURS * np.exp(FRESH_SPREAD * buzz_rng.normal(0.0, 1.0, n))
+    if time_effect == 0:  # the content-only model, to the last bit
+        weight = np.exp(EXPOSURE_POP * log_pop + (pub - CATALOGUE_START) / (RECENCY_DAYS * _DAY))
+    else:
+        rate = 1.0 / RECENCY_DAYS + time_effect / EXPOSURE_FRESH_DAYS
+        weight = np.exp(EXPOSURE_POP * log_pop + time_effect * EXPOSURE_BUZZ * buzz
+                        + (pub - CATALOGUE_START) * rate / _DAY)
     cum = np.concatenate([[0.0], np.cumsum(weight)])
     z = (log_pop - log_pop.mean()) / max(log_pop.std(), 1e-9)
-    return _Catalogue(ids, pub, cat, sent, POP_W * z, cum, articles)
+    return _Catalogue(ids, pub, cat, sent, POP_W * z, cum, articles, buzz, stale_hours, time_effect)
 
 
 def _users(rng: np.random.Generator, n: int) -> _Users:
@@ -152,11 +191,16 @@ def _users(rng: np.random.Generator, n: int) -> _Users:
     )
 
 
-def _utility(users: _Users, cat: _Catalogue, user: np.ndarray, art: np.ndarray) -> np.ndarray:
-    """v(user, article) for a (rows, width) block of article indices; -inf where art is padding (-1)."""
+def _utility(users: _Users, cat: _Catalogue, user: np.ndarray, art: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """v(user, article, t) for a (rows, width) block of article indices shown at times t (rows);
+    -inf where art is padding (-1)."""
     a = np.maximum(art, 0)
     u = user[:, None]
     v = users.cat_util[u, cat.cat[a]] + users.sent_util[u, cat.sent[a]] + cat.pop_util[a]
+    if cat.time_effect:
+        age_h = np.maximum(t[:, None] - cat.pub[a], 0) / (_DAY / 24)
+        stale = np.log1p(age_h / cat.stale_hours[a]) * users.freshness[u]
+        v += cat.time_effect * (BUZZ_W * cat.buzz[a] - FRESH_W * stale)
     v[art < 0] = -np.inf
     return v
 
@@ -238,7 +282,7 @@ def _reads(rng: np.random.Generator, users: _Users, cat: _Catalogue, user: np.nd
         sl = slice(s, s + CHUNK)
         lo, hi = _window(cat, t[sl], HISTORY_CHOICES)
         picks = _weighted(rng, cat, lo, hi, HISTORY_CHOICES)
-        noisy = _utility(users, cat, user[sl], picks) + rng.gumbel(0.0, 1.0, picks.shape)
+        noisy = _utility(users, cat, user[sl], picks, t[sl]) + rng.gumbel(0.0, 1.0, picks.shape)
         out[sl] = np.take_along_axis(picks, np.argmax(noisy, axis=1)[:, None], axis=1)[:, 0]
     return out
 
@@ -254,8 +298,22 @@ def _nullable(values: np.ndarray, null: np.ndarray, dtype: pl.DataType) -> pl.Se
     return pl.Series(pl.from_arrow(pa.array(values, mask=null))).cast(dtype)
 
 
-def _seconds(rng: np.random.Generator, start: int, days: float, n: int) -> np.ndarray:
-    return (start // _S + rng.integers(0, int(days * 86_400), n)) * _S
+def _offsets(rng: np.random.Generator, start: int, span: int, n: int, time_effect: float) -> np.ndarray:
+    """n whole-second offsets in [0, span) after `start` (us): uniform, or with the day cycle when X > 0."""
+    if time_effect == 0:
+        return rng.integers(0, span, n)
+    first = start // _S
+    hours = np.arange(first // 3600, (first + span - 1) // 3600 + 1)
+    mix = min(time_effect, 1.0)
+    lo = np.maximum(hours * 3600, first) - first  # the span's first and last hours may be partial
+    hi = np.minimum(hours * 3600 + 3600, first + span) - first
+    cum = np.cumsum((1 - mix + mix * DIURNAL[hours % 24]) * (hi - lo))
+    h = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(hours) - 1)
+    return lo[h] + np.floor(rng.random(n) * (hi[h] - lo[h])).astype(np.int64)
+
+
+def _seconds(rng: np.random.Generator, start: int, days: float, n: int, time_effect: float = 0.0) -> np.ndarray:
+    return (start // _S + _offsets(rng, start, int(days * 86_400), n, time_effect)) * _S
 
 
 def _reading(rng: np.random.Generator, n: int, median: float) -> np.ndarray:
@@ -304,7 +362,7 @@ def _show(rng, users: _Users, cat: _Catalogue, user, t, n, width, clicks: np.nda
     for s in range(0, len(t), CHUNK):
         sl = slice(s, s + CHUNK)
         picks = _exposure(rng, cat, t[sl], n[sl], width)
-        v = _utility(users, cat, user[sl], picks)
+        v = _utility(users, cat, user[sl], picks, t[sl])
         if clicks is not None:
             pos = _top(rng, v, clicks[sl])
             chosen = np.take_along_axis(picks, np.maximum(pos, 0), axis=1)
@@ -361,7 +419,7 @@ def _history(rng, users: _Users, cat: _Catalogue, split_users: np.ndarray, start
     lengths = np.clip(np.round(rng.lognormal(np.log(25.0), 0.8, len(present))), 1, 100).astype(np.int64)
     owner = np.repeat(np.arange(len(present)), lengths)
     span = HISTORY_DAYS * 86_400
-    offset = rng.integers(0, span, len(owner))
+    offset = _offsets(rng, start - span * _S, span, len(owner), cat.time_effect)
     order = np.argsort(owner * span + offset, kind="stable")  # groups stay contiguous, time ascending within
     t = (start // _S - span + offset[order]) * _S
     user = present[owner]
@@ -387,9 +445,9 @@ def _beyond_accuracy(rng, users: _Users, cat: _Catalogue, n_rows: int, start: in
     key = np.log(weight) + rng.gumbel(0.0, 1.0, len(weight)) - 1e6 * (np.arange(len(weight)) >= before)
     common = np.sort(np.argsort(-key)[:size]).astype(np.int32)
     user = rng.choice(len(users.ids), n_rows, p=users.activity)
-    t = _seconds(rng, start, 7, n_rows)
-    utils = [_utility(users, cat, user[s:s + CHUNK], np.broadcast_to(common, (len(user[s:s + CHUNK]), size)))
-             for s in range(0, n_rows, CHUNK)]
+    t = _seconds(rng, start, 7, n_rows, cat.time_effect)
+    utils = [_utility(users, cat, user[s:s + CHUNK], np.broadcast_to(common, (len(user[s:s + CHUNK]), size)),
+                      t[s:s + CHUNK]) for s in range(0, n_rows, CHUNK)]
     utility = np.concatenate([x.ravel() for x in utils]) if utils else np.zeros(0)
     return _Shown(user, t, np.full(n_rows, size), np.tile(common, n_rows), utility, None)
 
@@ -410,7 +468,7 @@ def _split(rng, users: _Users, cat: _Catalogue, name: str, n_imp: int, n_beyond:
     start = TRAIN_START + SPLITS.index(name) * 7 * _DAY
     labelled = name != "test"
     user = rng.choice(len(users.ids), n_imp, p=users.activity)
-    t = np.sort(_seconds(rng, start, 7, n_imp))
+    t = np.sort(_seconds(rng, start, 7, n_imp, cat.time_effect))
     n = MIN_INVIEW + np.minimum(rng.poisson(4.5, n_imp), MAX_INVIEW - MIN_INVIEW)
     clicks = 1 + (rng.random(n_imp) < TWO_CLICK_SHARE) if labelled else None
     shown = _show(rng, users, cat, user, t, n, MAX_INVIEW, clicks)
@@ -454,8 +512,13 @@ def synthesize(
     train_impressions_per_user: float = 5.0,
     val_impressions_per_user: float = 2.0,
     test_impressions: int | None = None,
+    time_effect: float = DEFAULT_TIME_EFFECT,
 ) -> dict:
-    """Write a synthetic EBNeRD dataset to `out` (replacing it only once complete); return split counts."""
+    """Write a synthetic EBNeRD dataset to `out` (replacing it only once complete); return split counts.
+
+    `time_effect` is the strength X of freshness, buzz and the day cycle (module docs); 0 writes exactly
+    the content-only data of earlier versions.
+    """
     if users < 1:
         raise ConfigError(f"users must be at least 1, got {users}")
     if articles < MIN_ARTICLES:
@@ -464,6 +527,9 @@ def synthesize(
         raise ConfigError("impressions per user must be positive")
     if test_impressions is not None and test_impressions < 1:
         raise ConfigError(f"test_impressions must be at least 1, got {test_impressions}")
+    if isinstance(time_effect, bool) or not (isinstance(time_effect, (int, float))
+                                             and 0 <= time_effect <= MAX_TIME_EFFECT):
+        raise ConfigError(f"time_effect must be a number in [0, {MAX_TIME_EFFECT:g}], got {time_effect}")
     _check_replaceable(Path(out))
     sizes = {
         "train": max(1, round(train_impressions_per_user * users)),
@@ -471,10 +537,12 @@ def synthesize(
     }
     if with_testset:
         sizes["test"] = test_impressions if test_impressions is not None else sizes["validation"]
-    cat = _catalogue(_stream(seed, "articles"), articles)
+    latent = _stream(seed, "buzz")
+    cat = _catalogue(_stream(seed, "articles"), articles, float(time_effect), latent)
     people = _users(_stream(seed, "users"), users)
+    people.freshness = np.exp(FRESH_USER_SPREAD * latent.normal(0.0, 1.0, users) - FRESH_USER_SPREAD**2 / 2)
     imp_ids, sessions = _Counter(1), _Counter(1)
-    summary: dict = {"articles": articles, "users": users}
+    summary: dict = {"articles": articles, "users": users, "time_effect": float(time_effect)}
     with atomic_dir(out) as tmp:
         _write(cat.articles, tmp / "articles.parquet")
         for name, n_imp in sizes.items():

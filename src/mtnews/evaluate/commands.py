@@ -6,7 +6,7 @@ import argparse
 import json
 
 # The names of evaluate/split_scoring.BASELINES, kept here so `mtnews --help` imports no torch.
-SCORERS = ("random", "popularity", "oracle")
+SCORERS = ("random", "popularity", "oracle", "recency", "trending", "ctr")
 FORMATS = ("ebnerd", "mind")  # evaluate/mind_submission.FORMATS
 
 
@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="submission format of --predictions-out (default: the dataset's layout)")
     e.add_argument("--chunk", type=int, default=50_000, help="impressions per streamed chunk")
     e.add_argument("--seed", type=int, default=0, help="seed of the random scorer")
+    e.add_argument("--signals.window", dest="signals_window", default="past", choices=("past", "split"),
+                   help="time baselines: count only events before each impression (past, the default), or "
+                        "in-views over the whole split, future included (split, transductive)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.set_defaults(func=_evaluate)
 
@@ -56,8 +59,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_output_file(args.json_out, "metrics JSON")
     result = score_split(args.data, args.split, scorer=args.scorer, run=args.run, chunk=args.chunk,
                          predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True,
-                         prediction_format=args.format)
+                         prediction_format=args.format, signals={"window": args.signals_window})
     name = args.run or args.scorer
+    if "signals" in result:  # a number of a time baseline always says which mode produced it
+        name = f"{name} ({result['signals']['window']} window)"
     console = Console()
     if "auc" in result:
         console.print(metrics_table({name: result}, title=f"{args.data} / {args.split}"))

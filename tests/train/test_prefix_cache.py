@@ -371,3 +371,13 @@ def test_bad_stage_configs_are_one_clear_error(overrides, needle):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_training_curve_marks_the_stage_boundary(staged, tmp_path):
+    from mtnews.train.curve import plot_training_curve, stage_boundaries
+    from mtnews.train.logs import read_csv
+
+    assert stage_boundaries(read_csv(staged / "cached" / "metrics.csv")) == [(1, 4, "warm"), (5, 8, "tune")]
+    assert stage_boundaries([{"step": "1", "stage": "train"}, {"step": "2", "stage": "train"}]) == []
+    png = plot_training_curve(staged / "cached", tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -213,7 +213,11 @@ class MTRec(nn.Module):
     def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor) -> torch.Tensor:
         """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]."""
         table = torch.cat([news.new_zeros(1, news.shape[1]), news])
-        user = self.user_encoder(table[hist_pos], hist_pos > 0)
+        # Slot logits once per unique article rather than per history slot (as inference does): the same
+        # values, U projections instead of B x H, which is most of a step on cached [CLS] vectors.
+        logits = self.user_encoder.slot_logits(news)
+        logits = torch.cat([logits.new_full((1, logits.shape[1]), float("-inf")), logits])
+        user = self.user_encoder.from_tables(table, logits, hist_pos)
         return torch.einsum("bd,bcd->bc", user, table[cand_pos])
 
     # --- parameter groups used by gradient surgery -------------------------------------------------

@@ -92,7 +92,7 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     epochs: int = 1
-    max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs (with stages: cut the run there)
     seed: int = 42
     eval_every: int = 200  # steps; 0 = only at the end
     checkpoint_every: int = 200
@@ -159,9 +159,6 @@ class Config:
         if t.prefix_cache and not t.stages and not self.model.lora.enabled and base == 0:
             raise ConfigError("train.prefix_cache: full fine-tuning with model.freeze_layers 0 has no frozen prefix "
                               "to cache; freeze some layers (or 'all'), or use LoRA")
-        if t.stages and t.max_steps:
-            raise ConfigError(f"train.max_steps: {t.max_steps} with train.stages; the stages' steps/epochs set the "
-                              f"run's length, so leave train.max_steps at 0")
         names = set()
         for i, st in enumerate(t.stages):
             key = f"train.stages[{i}]"

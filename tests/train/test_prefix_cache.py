@@ -172,6 +172,10 @@ def test_frozen_bert_without_projection_trains_the_heads_on_cached_cls(data, tin
     plain, _, _ = _builders(data, plain_model, tmp_path)
     _, cached, cache = _builders(data, cached_model, tmp_path)
     assert cache.cls_only and cache.states.shape == (len(data[1].lengths), 32)
+    rows = np.arange(2, 30)
+    held = cache.batch(rows)
+    cache.make_resident("cpu")
+    assert torch.equal(cache.batch(rows), held)
     want, got = _steps(plain_model, plain, "project-both", "params"), _steps(cached_model, cached, "project-both", "params")
     for (lw, gw, _), (lg, gg, _) in zip(want, got):
         assert {k: pytest.approx(v, rel=REL) for k, v in lw.items()} == lg
@@ -191,6 +195,14 @@ def built(data, tiny_bert, tmp_path, monkeypatch):
     cache = pc.open_prefix_cache(model, data[1], 1, _acc(), root=tmp_path)
     return SimpleNamespace(model=model, cache=cache, calls=calls, root=tmp_path,
                            reference=np.array(cache.states), open=lambda: pc.open_prefix_cache(model, data[1], 1, _acc(), root=tmp_path))
+
+
+def test_a_resident_copy_gathers_the_same_batches(built, data):
+    idx = np.array([5, 2, 40, 7, 7, 120])
+    want = built.cache.batch(idx)
+    built.cache.make_resident("cpu")  # on a GPU the same copy lives in device memory
+    assert torch.equal(built.cache.batch(idx), want)
+    assert not built.cache.fits_on(torch.device("cpu"))  # only GPUs get the copy in training
 
 
 def test_the_cache_is_built_once_and_reused(built):
@@ -360,7 +372,6 @@ def test_a_staged_run_loads_for_inference(staged, small_synth):
     (["--train.stages", "[{steps: 2, freeze_layers: 0}]", "--model.freeze_layers", "1"], "below model.freeze_layers"),
     (["--train.stages", "[{steps: 2, epochs: 1}]"], "exactly one of steps or epochs"),
     (["--train.stages", "[{name: a, steps: 2}, {name: a, steps: 2}]"], "names two stages"),
-    (["--train.stages", "[{steps: 2}]", "--train.max_steps", "5"], "train.max_steps"),
     (["--train.stages", "[{steps: 2, surgery: magic}]"], "train.stages[0].surgery"),
     (["--train.stages", "[{steps: 2, lr: 0}]"], "train.stages[0].lr: must be > 0"),
     (["--train.stages", "[{steps: 2, prefix_cache: true}]", "--model.lora.enabled", "false"], "no frozen prefix"),
@@ -381,3 +392,20 @@ def test_the_training_curve_marks_the_stage_boundary(staged, tmp_path):
     assert stage_boundaries([{"step": "1", "stage": "train"}, {"step": "2", "stage": "train"}]) == []
     png = plot_training_curve(staged / "cached", tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stages_lay_out_on_the_step_axis_and_max_steps_cuts_them():
+    from mtnews.train.stages import plan_stages
+
+    stages = "[{name: a, epochs: 2, batch_size: 10, freeze_layers: all}, {name: b, steps: 7, lr: 0.5}]"
+    cfg = load_config(None, ["--train.stages", stages, "--train.batch_size", "4"])
+    a, b = plan_stages(cfg, 105, 1, "behaviors.parquet")
+    assert (a.start, a.steps, a.steps_per_epoch, a.epoch_base, a.batch_size, a.freeze_layers) == (0, 20, 10, 0, 10, "all")
+    assert (b.start, b.end, b.steps_per_epoch, b.epoch_base, b.batch_size, b.lr) == (20, 27, 26, 2, 4, 0.5)
+    assert b.freeze_layers == 0 and b.head_lr == cfg.train.head_lr  # what a stage leaves out is the run's
+    cfg.train.max_steps = 24
+    assert [(s.name, s.steps) for s in plan_stages(cfg, 105, 1, "b")] == [("a", 20), ("b", 4)]
+    cfg.train.max_steps = 6
+    assert [(s.name, s.steps) for s in plan_stages(cfg, 105, 1, "b")] == [("a", 6)]
+    with pytest.raises(MtnewsError, match="stage 'a'"):
+        plan_stages(cfg, 9, 1, "behaviors.parquet")  # fewer samples than one batch of stage a

@@ -166,11 +166,14 @@ class Trainer:
         if depth not in self.prefix_caches:
             t0 = time.perf_counter()
             cache = open_prefix_cache(self.model, self.tokens, depth, self.acc)
+            if cache.fits_on(self.acc.device):
+                cache.make_resident(self.acc.device)
             self.prefix_caches[depth] = cache
             if self.main and self.progress:
                 what = "[CLS] vectors" if cache.cls_only else f"hidden states entering layer {depth}"
                 print(f"prefix cache ({what}, {cache.states.shape[0]:,} x {cache.states.shape[1]} {cache.dtype}): "
-                      f"{cache.nbytes / 2**20:,.1f} MiB in {cache.path} ({time.perf_counter() - t0:.1f} s)",
+                      f"{cache.nbytes / 2**20:,.1f} MiB in {cache.path}{' (copied to the GPU)' if cache.resident is not None else ''} "
+                      f"({time.perf_counter() - t0:.1f} s)",
                       file=sys.stderr)
         return self.prefix_caches[depth]
 

@@ -4,7 +4,9 @@ A staged run is one run: one model, one checkpoint series, one metrics.csv. Stag
 start_k + 1 .. end_k with its own optimizer, LR schedule (warm-up and decay over its own steps), frozen
 prefix, batch size and surgery; every other key is the run's. Its data epochs follow the previous stages'
 (epoch numbers continue), so no stage replays another's sample order. Without `train.stages` the single
-stage is exactly the run's train section.
+stage is exactly the run's train section. With stages, `train.max_steps` > 0 cuts the run after that many
+steps: the stage it falls in ends there (its schedule decays over its shortened length), later ones are
+dropped; `mtnews train --config configs/demo.yaml --train.max_steps 20` is then a quick trial of the warm-up.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def plan_stages(cfg: Config, n_samples: int, world: int, where: str | Path) -> l
             steps = t.max_steps or t.epochs * per_epoch
         else:
             steps = st.steps or st.epochs * per_epoch
+            if t.max_steps:
+                steps = min(steps, t.max_steps - start)
+                if steps <= 0:
+                    break
         freeze = st.freeze_layers if st is not None and st.freeze_layers is not None else cfg.model.freeze_layers
         stages.append(Stage(i, name, start, steps, freeze, bool(pick("prefix_cache")), batch, pick("lr"),
                             pick("head_lr"), pick("warmup_ratio"), pick("surgery"), pick("surgery_space"),

@@ -70,13 +70,14 @@ class Variant:
         self.walls: list[float] = []
         self.cpus: list[float] = []
         self.rows: list[int] = []
+        self.losses: list[dict[str, float]] = []
 
     def step(self, idx: np.ndarray, timed: bool) -> None:
         self.wrapped.train()
         sync(self.device)
         t0, c0 = time.perf_counter(), time.process_time()
         batch = self.builder(idx).to(self.device)
-        self.engine.step([batch])
+        self.losses.append(self.engine.step([batch]).losses)
         torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

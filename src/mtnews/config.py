@@ -36,7 +36,10 @@ class LoraConfig:
 class ModelConfig:
     pretrained: str = EMBEDDED_MODEL  # a local path or a hub id
     max_title_length: int = 32
-    freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers
+    # Freeze the embeddings and the lowest N transformer layers, or "all" (only the user encoder, the
+    # heads and the projection train, on the [CLS] vector). The frozen prefix runs in eval mode.
+    freeze_layers: int | str = 0
+    projection: bool = False  # a trainable D x D linear map (identity at start) on top of [CLS]
     ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -61,6 +64,24 @@ class TasksConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of `train.stages`: its length, and the training keys it changes (null = the run's value)."""
+
+    name: str = ""
+    steps: int = 0  # optimizer steps; 0 = `epochs` full epochs of this stage's batch size
+    epochs: int = 0
+    freeze_layers: int | str | None = None  # only at or above model.freeze_layers ("all" = cached [CLS])
+    prefix_cache: bool | None = None
+    lr: float | None = None
+    head_lr: float | None = None
+    warmup_ratio: float | None = None
+    batch_size: int | None = None
+    surgery: str | None = None
+    surgery_space: str | None = None
+    eval_every: int | None = None
+
+
+@dataclass
 class TrainConfig:
     surgery: str = "project-both"
     surgery_space: str = "params"
@@ -72,7 +93,7 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     epochs: int = 1
-    max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs (with stages: cut the run there)
     seed: int = 42
     eval_every: int = 200  # steps; 0 = only at the end
     checkpoint_every: int = 200
@@ -80,6 +101,9 @@ class TrainConfig:
     log_every: int = 10
     device: str = "auto"
     num_workers: int = 0
+    # Cache the frozen prefix's output (the hidden states entering layer model.freeze_layers) once per title.
+    prefix_cache: bool = False
+    stages: list[StageConfig] = field(default_factory=list)  # staged training; empty = one stage
 
 
 @dataclass
@@ -114,7 +138,7 @@ class Config:
                 raise ConfigError(f"{key}: must be > 0, got {v}")
         non_negative = {
             "train.max_steps": t.max_steps, "train.eval_every": t.eval_every, "train.keep_checkpoints": t.keep_checkpoints,
-            "train.weight_decay": t.weight_decay, "train.max_grad_norm": t.max_grad_norm, "model.freeze_layers": m.freeze_layers,
+            "train.weight_decay": t.weight_decay, "train.max_grad_norm": t.max_grad_norm,
             "model.ner_groups": m.ner_groups, "data.eval_impressions": d.eval_impressions, "train.num_workers": t.num_workers,
             "tasks.category": self.tasks.category, "tasks.sentiment": self.tasks.sentiment, "tasks.ner": self.tasks.ner,
             "tasks.subcategory": self.tasks.subcategory,
@@ -122,13 +146,63 @@ class Config:
         for key, v in non_negative.items():
             if v < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {v}")
+        freeze_depth(m.freeze_layers)
         if not 0 <= t.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if not 0 <= m.lora.dropout < 1:
             raise ConfigError(f"model.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
         if not m.lora.target_modules:
             raise ConfigError("model.lora.target_modules: must name at least one module")
+        self._validate_stages()
         return self
+
+    def _validate_stages(self) -> None:
+        t, base = self.train, freeze_depth(self.model.freeze_layers)
+        if t.prefix_cache and not t.stages and not self.model.lora.enabled and base == 0:
+            raise ConfigError("train.prefix_cache: full fine-tuning with model.freeze_layers 0 has no frozen prefix "
+                              "to cache; freeze some layers (or 'all'), or use LoRA")
+        names = set()
+        for i, st in enumerate(t.stages):
+            key = f"train.stages[{i}]"
+            if (st.steps > 0) == (st.epochs > 0) or st.steps < 0 or st.epochs < 0:
+                raise ConfigError(f"{key}: give exactly one of steps or epochs, > 0 (got steps {st.steps}, "
+                                  f"epochs {st.epochs})")
+            name = st.name or f"stage{i + 1}"
+            if name in names:
+                raise ConfigError(f"{key}.name: '{name}' names two stages")
+            names.add(name)
+            if st.freeze_layers is not None and freeze_depth(st.freeze_layers, f"{key}.freeze_layers") < base:
+                raise ConfigError(f"{key}.freeze_layers: {st.freeze_layers} is below model.freeze_layers "
+                                  f"{self.model.freeze_layers}; a stage may freeze more layers than the model, not fewer")
+            depth = freeze_depth(st.freeze_layers) if st.freeze_layers is not None else base
+            cache = st.prefix_cache if st.prefix_cache is not None else t.prefix_cache
+            if cache and not self.model.lora.enabled and depth == 0:
+                raise ConfigError(f"{key}.prefix_cache: full fine-tuning with freeze_layers 0 has no frozen prefix "
+                                  f"to cache; give the stage freeze_layers >= 1 (or 'all'), or use LoRA")
+            if st.surgery is not None and st.surgery not in SURGERY_MODES:
+                raise ConfigError(f"{key}.surgery: '{st.surgery}' is not one of {', '.join(SURGERY_MODES)}")
+            if st.surgery_space is not None and st.surgery_space not in SURGERY_SPACES:
+                raise ConfigError(f"{key}.surgery_space: '{st.surgery_space}' is not one of {', '.join(SURGERY_SPACES)}")
+            for field_name in ("lr", "head_lr", "batch_size"):
+                v = getattr(st, field_name)
+                if v is not None and not v > 0:
+                    raise ConfigError(f"{key}.{field_name}: must be > 0, got {v}")
+            if st.eval_every is not None and st.eval_every < 0:
+                raise ConfigError(f"{key}.eval_every: must be >= 0, got {st.eval_every}")
+            if st.warmup_ratio is not None and not 0 <= st.warmup_ratio < 1:
+                raise ConfigError(f"{key}.warmup_ratio: must be in [0, 1), got {st.warmup_ratio}")
+
+
+FREEZE_ALL = 1 << 30  # `freeze_depth("all")`: above any model's layer count
+
+
+def freeze_depth(value: int | str, key: str = "model.freeze_layers") -> int:
+    """A freeze_layers value as a number of layers ("all" = FREEZE_ALL), with one ConfigError otherwise."""
+    if value == "all":
+        return FREEZE_ALL
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"{key}: expected a number of layers >= 0 or 'all', got {value!r}")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -137,7 +211,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key)
+        first: ConfigError | None = None
+        for a in args:  # the first member type the value fits (`int | str`: 2 stays 2, "all" a string)
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                first = first or e
+        raise first
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")

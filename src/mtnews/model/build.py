@@ -40,7 +40,8 @@ def build_model(cfg: Config, vocab: LabelVocab):
 
 
 def trainable_state(model: MTRec) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    """The model's weights (`MTRec.weight_parameters`: the same set whichever training stage is running)."""
+    return {n: p.detach().contiguous().cpu() for n, p in model.weight_parameters().items()}
 
 
 def save_weights(model: MTRec, path: str | Path) -> None:
@@ -56,7 +57,7 @@ def load_weights(model: MTRec, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
-    expected = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    expected = model.weight_parameters()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:

@@ -6,6 +6,11 @@ score s        = r_u · r_c
 main loss      = softmax cross-entropy over 1 clicked + K non-clicked candidates (NCE)
 aux losses     = category / sentiment cross-entropy (and optional multi-label NER, and MIND's subcategory
                  cross-entropy) on history articles
+
+The frozen prefix (the embeddings and the layers below `model.freeze_layers`, or the whole BERT for "all")
+runs in eval mode even while training: no dropout below F, so its output is a fixed function of the title.
+That is what lets training cache it once per title (`encode_from_prefix` then runs only layers F..N-1) and
+get the same losses and gradients as the full forward pass (`encode_news`), which inference always uses.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtnews.config import Config
+from mtnews.config import Config, freeze_depth
 from mtnews.model.user_encoder import AdditiveAttention
 
 N_SENTIMENTS = 3
@@ -40,9 +45,12 @@ class Batch:
     entities: torch.Tensor  # [U, G]
     entities_known: torch.Tensor  # [U] bool: entity_groups annotated (null = unannotated, [] = no entities)
     subcategory: torch.Tensor | None = None  # [U] class index or -100; None: no subcategory labels
+    # The frozen prefix's cached output for the unique articles: hidden states [U, L, D] entering layer F,
+    # or [CLS] vectors [U, D] when the whole BERT is frozen; None = encode from input_ids.
+    prefix: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
-        return Batch(**{k: v if v is None else v.to(device) for k, v in self.__dict__.items()})
+        return Batch(**{k: v.to(device) if v is not None else None for k, v in self.__dict__.items()})
 
     @property
     def size(self) -> int:
@@ -59,13 +67,31 @@ def freeze_lower_layers(bert: nn.Module, n: int) -> None:
             p.requires_grad_(False)
 
 
+def prefix_depth(freeze_layers: int | str, lora: bool, n_layers: int) -> int | None:
+    """F, the number of layers the frozen prefix runs after the embeddings (n_layers: the whole BERT is
+    frozen); None when nothing is frozen (full fine-tuning of the embeddings too).
+
+    With LoRA the embeddings are always frozen, and an integer F keeps adapters on the last layer at least.
+    """
+    if freeze_layers == "all":
+        return n_layers
+    depth = freeze_depth(freeze_layers)
+    if lora:
+        return min(depth, n_layers - 1)
+    return min(depth, n_layers) if depth > 0 else None
+
+
 class MTRec(nn.Module):
     def __init__(self, bert: nn.Module, cfg: Config, num_categories: int, num_entities: int,
                  num_subcategories: int = 0):
         super().__init__()
         dim = bert.config.hidden_size
         lora = cfg.model.lora
-        if lora.enabled:
+        self.n_layers = bert.config.num_hidden_layers
+        self.frozen_prefix = prefix_depth(cfg.model.freeze_layers, lora.enabled, self.n_layers)
+        if cfg.model.freeze_layers == "all":
+            bert.requires_grad_(False)  # no adapters: nothing of BERT trains
+        elif lora.enabled:
             from peft import LoraConfig, get_peft_model
 
             for p in bert.parameters():
@@ -100,28 +126,111 @@ class MTRec(nn.Module):
         # Made last, so the other heads' initial weights do not depend on whether this one exists.
         self.subcategory_head = (nn.Linear(dim, num_subcategories) if num_subcategories and t.subcategory > 0
                                  else None)
+        self.projection = None
+        if cfg.model.projection:  # created after the heads, so their initial weights do not depend on it
+            self.projection = nn.Linear(dim, dim)
+            with torch.no_grad():
+                self.projection.weight.copy_(torch.eye(dim))
+                self.projection.bias.zero_()
         self.dim = dim
         self.cfg = cfg
+        # The model's weights: what it trains in some stage, saves and loads. A stage that freezes more
+        # layers (`set_frozen_prefix`) changes requires_grad, never this list.
+        self._weight_names = [n for n, p in self.named_parameters() if p.requires_grad]
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(unique news vectors [U, D], each task's loss) for a training batch."""
-        news = self.encode_news(batch.input_ids, batch.attention_mask)
+        if batch.prefix is not None:
+            news = self.encode_from_prefix(batch.prefix, batch.attention_mask, self.frozen_prefix)
+        else:
+            news = self.encode_news(batch.input_ids, batch.attention_mask)
         return news, task_losses(self, news, batch, self.cfg)
 
     def encode_news(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """News vectors from titles: the whole BERT, its last layer's [CLS] state, the projection."""
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state[:, 0]
+        return self._project(out.last_hidden_state[:, 0])
+
+    # --- the frozen prefix ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefix_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int) -> torch.Tensor:
+        """What the embeddings and layers 0..depth-1 hand layer `depth`: hidden states [U, L, D], or for
+        depth = n_layers the last layer's [CLS] states [U, D] (before the projection)."""
+        backbone = self.backbone()
+        if depth >= self.n_layers:
+            return backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        hidden = backbone.embeddings(input_ids=input_ids)
+        return self._run_layers(hidden, attention_mask, 0, depth)
+
+    def encode_from_prefix(self, states: torch.Tensor, attention_mask: torch.Tensor, depth: int) -> torch.Tensor:
+        """News vectors from `prefix_states(..., depth)`: layers depth..N-1, [CLS], the projection."""
+        states = states.float()  # a bf16 cache (CUDA) feeds the fp32 residual stream, as the embeddings do
+        if depth < self.n_layers:
+            states = self._run_layers(states, attention_mask, depth, self.n_layers)[:, 0]
+        return self._project(states)
+
+    def set_frozen_prefix(self, depth: int | None) -> None:
+        """Freeze the embeddings and layers below `depth` (all of BERT for n_layers) for the stage that
+        follows, keeping them in eval mode; the model's other weights train. None: nothing frozen."""
+        self.frozen_prefix = depth
+        frozen = {id(p) for m in self.prefix_modules(depth) for p in m.parameters()}
+        weights = set(self._weight_names)
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in weights and id(p) not in frozen)
+        self.train(self.training)
+
+    def prefix_modules(self, depth: int | None) -> list[nn.Module]:
+        if depth is None:
+            return []
+        backbone = self.backbone()
+        if depth >= self.n_layers:
+            return [backbone]
+        return [backbone.embeddings, *backbone.encoder.layer[:depth]]
+
+    def train(self, mode: bool = True) -> "MTRec":
+        super().train(mode)
+        if mode:
+            for m in self.prefix_modules(self.frozen_prefix):
+                m.eval()
+        return self
+
+    def weight_parameters(self) -> dict[str, nn.Parameter]:
+        """The tensors a checkpoint holds, the same in every stage."""
+        named = dict(self.named_parameters())
+        return {n: named[n] for n in self._weight_names}
+
+    def backbone(self) -> nn.Module:
+        """The BertModel itself (inside peft's wrapper when LoRA is on; its layers hold the adapters)."""
+        return self.bert.get_base_model() if hasattr(self.bert, "get_base_model") else self.bert
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        backbone = self.backbone()
+        # The mask BertModel.forward builds for these inputs (its attention implementation's format).
+        mask = create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in backbone.encoder.layer[first:last]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def _project(self, cls: torch.Tensor) -> torch.Tensor:
+        return cls if self.projection is None else self.projection(cls)
 
     def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor) -> torch.Tensor:
         """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]."""
         table = torch.cat([news.new_zeros(1, news.shape[1]), news])
-        user = self.user_encoder(table[hist_pos], hist_pos > 0)
+        # Slot logits once per unique article rather than per history slot (as inference does): the same
+        # values, U projections instead of B x H, which is most of a step on cached [CLS] vectors.
+        logits = self.user_encoder.slot_logits(news)
+        logits = torch.cat([logits.new_full((1, logits.shape[1]), float("-inf")), logits])
+        user = self.user_encoder.from_tables(table, logits, hist_pos)
         return torch.einsum("bd,bcd->bc", user, table[cand_pos])
 
     # --- parameter groups used by gradient surgery -------------------------------------------------
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters every task's loss reaches: the news encoder's."""
-        return [p for p in self.bert.parameters() if p.requires_grad]
+        """Trainable parameters every task's loss reaches: the news encoder's (BERT and the projection)."""
+        projection = list(self.projection.parameters()) if self.projection is not None else []
+        return [p for p in [*self.bert.parameters(), *projection] if p.requires_grad]
 
     def head_parameters(self) -> dict[str, list[nn.Parameter]]:
         heads = {"main": list(self.user_encoder.parameters()), "category": [], "sentiment": [], "ner": [],

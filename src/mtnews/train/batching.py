@@ -3,6 +3,7 @@
 Popular articles recur across histories and candidates, so encoding unique articles and scattering the
 vectors back to their slots is what keeps BERT cost proportional to distinct titles, not to slots.
 `dedupe=False` gives every slot its own row (the naive baseline that the benchmark compares against).
+With a `prefix` cache the batch also carries the unique titles' cached prefix output (`Batch.prefix`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mtnews.data.history import UserHistories
 from mtnews.data.samples import TrainSamples
 from mtnews.model.mtrec import Batch
 from mtnews.model.tokens import TitleTokens
+from mtnews.train.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -27,6 +29,7 @@ class BatchBuilder:
     tokens: TitleTokens
     aux_on_candidates: bool = False
     dedupe: bool = True
+    prefix: PrefixCache | None = None
 
     def __call__(self, idx: np.ndarray) -> Batch:
         hist = self.histories.matrix[self.samples.user_row[idx]]
@@ -61,4 +64,5 @@ class BatchBuilder:
             entities=torch.from_numpy(a.entities[uniq]) if a.entities.shape[1] else torch.zeros(len(uniq), 0),
             entities_known=torch.from_numpy(a.entities_known[uniq]),
             subcategory=torch.from_numpy(a.subcategory[uniq]),
+            prefix=self.prefix.batch(uniq) if self.prefix is not None else None,
         )

@@ -5,7 +5,7 @@ RUN_DIR/checkpoints/step-N/
   optimizer.pt        AdamW state (tensors and numbers only; loaded with weights_only=True)
   scheduler.pt        LR scheduler state (weights_only=True)
   rng.safetensors     torch CPU (and CUDA) RNG state of every rank, and PCGrad's task-order generator
-  state.json          step, best validation AUC, world size
+  state.json          step, best validation AUC, world size, the training stage whose optimizer it holds
 """
 
 from __future__ import annotations
@@ -51,6 +51,18 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, rng_by_rank: list[d
         flat = {f"rank{r}.{k}": v.contiguous() for r, s in enumerate(rng_by_rank) for k, v in s.items()}
         save_file(flat, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def checkpoint_stage(path: Path) -> int:
+    """The training stage (`train.stages` index) a checkpoint was written in: 0 for runs without stages."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt or incomplete checkpoint (state.json: {type(e).__name__})") from None
+    stage = state.get("stage", 0) if isinstance(state, dict) else None
+    if not isinstance(stage, int) or isinstance(stage, bool) or stage < 0:
+        raise CheckpointError(f"{path}: corrupt or incomplete checkpoint (state.json has no valid stage)")
+    return stage
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -1,4 +1,8 @@
-"""Training-curve figures from a run's metrics.csv and eval.csv (matplotlib, headless)."""
+"""Training-curve figures from a run's metrics.csv and eval.csv (matplotlib, headless).
+
+A staged run (`train.stages`) gets a dashed line after each stage's last step on both panels, with the
+stages' names along the top.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,26 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     idx = np.arange(1, len(y) + 1)
     lo = np.maximum(idx - window, 0)
     return (c[idx] - c[lo]) / (idx - lo)
+
+
+def stage_boundaries(rows: list[dict]) -> list[tuple[int, int, str]]:
+    """(first step, last step, name) of each stage in metrics.csv order; [] for a run without stages."""
+    spans: list[tuple[int, int, str]] = []
+    for r in rows:
+        step, name = int(r["step"]), r.get("stage") or ""
+        if spans and spans[-1][2] == name:
+            spans[-1] = (spans[-1][0], step, name)
+        else:
+            spans.append((step, step, name))
+    return spans if len(spans) > 1 else []
+
+
+def _mark_stages(ax, spans: list[tuple[int, int, str]]) -> None:
+    for i, (first, last, name) in enumerate(spans):
+        if i < len(spans) - 1:
+            ax.axvline(last + 0.5, color="0.4", linestyle="--", linewidth=1)
+        ax.text((first + last) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                fontsize=8, color="0.3")
 
 
 def plot_training_curve(run_dir: str | Path, out_png: str | Path, title: str | None = None) -> Path:
@@ -41,6 +65,9 @@ def plot_training_curve(run_dir: str | Path, out_png: str | Path, title: str | N
                 y = np.array([float(v) if v not in (None, "") else np.nan for v in vals])
                 ax1.plot(step, smooth(y, window), label=label)
         ax1.legend()
+    spans = stage_boundaries(rows)
+    for ax in (ax1, ax2):
+        _mark_stages(ax, spans)
     ax1.set_xlabel("optimizer step")
     ax1.set_ylabel("training loss (moving average)")
     ax1.set_title("Training loss")

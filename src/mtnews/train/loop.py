@@ -3,6 +3,10 @@
 Batching across ranks: one optimizer step consumes a *global* batch of batch_size x grad_accum x world
 samples from a permutation seeded by (seed, epoch). Micro-batch m of rank r takes slice m*world + r, so
 one process with grad_accum=2 and two processes with grad_accum=1 see exactly the same samples per step.
+
+Stages (`train.stages`, see `mtnews.train.stages`): each has its own optimizer, schedule, frozen prefix and
+batch size, set up by `_enter_stage` when the previous stage ends (and on resume, for the checkpoint's
+stage). Checkpoints record the stage; every stage ends with a validation and a checkpoint.
 """
 
 from __future__ import annotations
@@ -22,22 +26,25 @@ from mtnews.config import Config, flatten, load_config
 from mtnews.data.articles import load_articles
 from mtnews.data.dataset import Split, load_split
 from mtnews.data.layout import available_splits, split_paths
-from mtnews.errors import ConfigError, MtnewsError
+from mtnews.errors import CheckpointError, ConfigError, MtnewsError
 from mtnews.evaluate.metrics import METRIC_NAMES, ranking_metrics
 from mtnews.io import atomic_dir, atomic_write_text
 from mtnews.model.build import WEIGHTS, build_model, save_weights
+from mtnews.model.mtrec import prefix_depth
 from mtnews.model.run import write_run_files
 from mtnews.model.scoring import resolve_device, score_in_memory
 from mtnews.model.tokens import tokenize_titles
 from mtnews.train.batching import BatchBuilder
-from mtnews.train.checkpoint import (checkpoint_dirs, load_checkpoint, prune_checkpoints, rng_state,
-                                     save_checkpoint, set_rng_state)
+from mtnews.train.checkpoint import (checkpoint_dirs, checkpoint_stage, load_checkpoint, prune_checkpoints,
+                                     rng_state, save_checkpoint, set_rng_state)
 from mtnews.train.logs import CsvLog
+from mtnews.train.prefix_cache import PrefixCache, open_prefix_cache
+from mtnews.train.stages import plan_stages
 from mtnews.train.step import GradientEngine, StepStats
 
-METRIC_FIELDS = ["step", "epoch", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
+METRIC_FIELDS = ["step", "epoch", "stage", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
                  "cosine", "projected", "lr", "samples_per_s", "grad_norm", "loss_subcategory"]
-EVAL_FIELDS = ["step", *METRIC_NAMES, "impressions", "skipped", "seconds"]
+EVAL_FIELDS = ["step", "stage", *METRIC_NAMES, "impressions", "skipped", "seconds"]
 
 
 # Validation and checkpoints run on rank 0 while the other ranks wait in a barrier. NCCL's default 10
@@ -104,48 +111,88 @@ class Trainer:
         self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
 
         self.world = self.acc.num_processes
-        self.micro = t.batch_size
-        self.global_batch = t.batch_size * t.grad_accum * self.world
         n = len(self.train_split.train_samples(cfg.data.npratio, t.seed))
-        self.steps_per_epoch = n // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise MtnewsError(f"{paths.behaviors}: {n} training samples, fewer than one global batch "
-                              f"({self.global_batch} = batch_size x grad_accum x processes)")
-        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+        self.stages = plan_stages(cfg, n, self.world, paths.behaviors)
+        self.total_steps = self.stages[-1].end
 
-        from transformers import get_linear_schedule_with_warmup
-
-        heads = [p for ps in self.model.head_parameters().values() for p in ps]
-        shared = self.model.shared_parameters()
-        self.optimizer = torch.optim.AdamW(
-            [{"params": shared, "lr": t.lr}, {"params": heads, "lr": t.head_lr}], weight_decay=t.weight_decay
-        )
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(t.warmup_ratio * self.total_steps), self.total_steps
-        )
-        self.ddp_model = self.acc.prepare(self.model)
-        # Every rank built identical weights from the shared seed (and DDP broadcast rank 0's anyway); from
+        # Every rank built identical weights from the shared seed (and DDP broadcasts rank 0's anyway); from
         # here on each rank draws its own dropout masks, as its micro-batches hold different samples.
         set_seed(t.seed, device_specific=True)
-        self.engine = GradientEngine(self.ddp_model, self.model, self.acc, t.seed)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.generator = torch.Generator().manual_seed(t.seed)  # PCGrad's task order, one stream for all stages
         self.metrics_log = CsvLog(self.out / "metrics.csv", METRIC_FIELDS)
         self.eval_log = CsvLog(self.out / "eval.csv", EVAL_FIELDS)
         self.step, self.best_auc = 0, -math.inf
         self._plan: EpochPlan | None = None
+        self.ddp_model = self.engine = None
+        self.prefix: PrefixCache | None = None
+        self.prefix_caches: dict[int, PrefixCache] = {}
+        first = checkpoint_stage(self.resume_from) if self.resume_from is not None else 0
+        if first >= len(self.stages):
+            raise CheckpointError(f"{self.resume_from}: written in stage {first + 1}, but the run's config has "
+                                  f"{len(self.stages)} stage(s)")
+        self._enter_stage(first)
+
+    # --- stages ----------------------------------------------------------------------------------
+    def _enter_stage(self, k: int) -> None:
+        """Set up stage k: frozen prefix, optimizer and schedule, DDP wrapper, gradient engine, prefix cache."""
+        from transformers import get_linear_schedule_with_warmup
+
+        st, t = self.stages[k], self.cfg.train
+        if self.ddp_model is not None:
+            # DDP fixes the set of trainable parameters when it wraps the model, and this stage changes it:
+            # release the old wrapper (and accelerate's references to it) before wrapping again.
+            self.acc.unwrap_model(self.ddp_model, keep_fp32_wrapper=False)
+            self.ddp_model = self.engine = None
+            self.acc.free_memory()
+        depth = prefix_depth(st.freeze_layers, self.cfg.model.lora.enabled, self.model.n_layers)
+        self.model.set_frozen_prefix(depth)
+        self.stage = st
+        self.micro, self.steps_per_epoch = st.batch_size, st.steps_per_epoch
+        self.global_batch = st.batch_size * t.grad_accum * self.world
+        # The projection starts from the identity, not from pretraining: it learns at the heads' rate.
+        fresh = list(self.model.projection.parameters()) if self.model.projection is not None else []
+        heads = [p for ps in self.model.head_parameters().values() for p in ps] + [p for p in fresh if p.requires_grad]
+        encoder = [p for p in self.model.shared_parameters() if all(p is not q for q in fresh)]
+        groups = [{"params": encoder, "lr": st.lr}, {"params": heads, "lr": st.head_lr}]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(st.warmup_ratio * st.steps), st.steps)
+        self.ddp_model = self.acc.prepare(self.model)
+        self.engine = GradientEngine(self.ddp_model, self.model, self.acc, t.seed, cfg=st.config(self.cfg))
+        self.engine.generator = self.generator
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.prefix = self._prefix_cache(depth) if st.prefix_cache else None
+        self._plan = None
+
+    def _prefix_cache(self, depth: int) -> PrefixCache:
+        if depth not in self.prefix_caches:
+            t0 = time.perf_counter()
+            cache = open_prefix_cache(self.model, self.tokens, depth, self.acc)
+            if cache.fits_on(self.acc.device):
+                cache.make_resident(self.acc.device)
+            self.prefix_caches[depth] = cache
+            if self.main and self.progress:
+                what = "[CLS] vectors" if cache.cls_only else f"hidden states entering layer {depth}"
+                print(f"prefix cache ({what}, {cache.states.shape[0]:,} x {cache.states.shape[1]} {cache.dtype}): "
+                      f"{cache.nbytes / 2**20:,.1f} MiB in {cache.path}{' (copied to the GPU)' if cache.resident is not None else ''} "
+                      f"({time.perf_counter() - t0:.1f} s)",
+                      file=sys.stderr)
+        return self.prefix_caches[depth]
 
     # --- data ------------------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> EpochPlan:
+        """Epoch `epoch` of the current stage (data epoch epoch_base + epoch of the run)."""
         if self._plan is None or self._plan.epoch != epoch:
             seed = self.cfg.train.seed
-            samples = self.train_split.train_samples(self.cfg.data.npratio, seed + epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(len(samples))
+            data_epoch = self.stage.epoch_base + epoch
+            samples = self.train_split.train_samples(self.cfg.data.npratio, seed + data_epoch)
+            order = np.random.default_rng([seed, data_epoch]).permutation(len(samples))
             builder = BatchBuilder(samples, self.train_split.histories, self.articles, self.tokens,
-                                   aux_on_candidates=self.cfg.tasks.on_candidates)
+                                   aux_on_candidates=self.cfg.tasks.on_candidates, prefix=self.prefix)
             self._plan = EpochPlan(epoch, builder, order)
         return self._plan
 
     def _micro_batches(self, step: int) -> list:
+        """This rank's micro-batches for step `step` of the current stage (0-based, stage-local)."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         plan = self._epoch_plan(epoch)
         g = plan.order[pos * self.global_batch : (pos + 1) * self.global_batch]
@@ -186,7 +233,8 @@ class Trainer:
             rngs = gathered
         if self.main:
             state = {"step": self.step, "best_auc": self.best_auc, "world_size": self.world,
-                     "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+                     "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                     "stage": self.stage.index, "stage_name": self.stage.name}
             save_checkpoint(self.out / "checkpoints" / f"step-{self.step}", self.model, self.optimizer,
                             self.scheduler, rngs, state)
             prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
@@ -231,6 +279,9 @@ class Trainer:
         return stats
 
     # --- the loop --------------------------------------------------------------------------------
+    def _stage_tag(self) -> str:
+        return f" [{self.stage.name}]" if len(self.stages) > 1 else ""
+
     def fit(self) -> dict:
         from accelerate.utils import broadcast_object_list
         from tqdm.auto import tqdm
@@ -248,13 +299,17 @@ class Trainer:
         # Redirected to a log file, a bar redrawn every step floods it; there, report every 30 s instead.
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.progress and self.main),
                    mininterval=0.1 if sys.stderr.isatty() else 30.0,
-                   desc="train", unit="step", dynamic_ncols=True)
+                   desc="train" + self._stage_tag(), unit="step", dynamic_ncols=True)
         last_eval = None
         t_start = time.perf_counter()
         while self.step < self.total_steps:
+            if self.step == self.stage.end:
+                self._enter_stage(self.stage.index + 1)
+                bar.set_description("train" + self._stage_tag())
+            st = self.stage
             t0 = time.perf_counter()
             self.ddp_model.train()
-            batches = self._micro_batches(self.step)
+            batches = self._micro_batches(self.step - st.start)
             stats = self._global_stats(self.engine.step(batches))
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm) if t.max_grad_norm > 0 else torch.tensor(0.0)
             lr = self.scheduler.get_last_lr()[0]
@@ -266,20 +321,21 @@ class Trainer:
             if self.main:
                 losses = stats.losses
                 total = sum(self.engine.weights[k] * v for k, v in losses.items())
-                row = {"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "loss": total,
+                epoch = st.epoch_base + (self.step - st.start - 1) // self.steps_per_epoch
+                row = {"step": self.step, "epoch": epoch, "stage": st.name, "loss": total,
                        **{f"loss_{k}": v for k, v in losses.items()}, "cosine": stats.cosine,
                        "projected": stats.projected, "lr": lr, "samples_per_s": round(sps, 2),
                        "grad_norm": float(grad_norm)}
                 self.metrics_log.append(row)
                 bar.set_postfix(loss=f"{total:.4f}", sps=f"{sps:.1f}")
                 bar.update(1)
-            done = self.step == self.total_steps
-            if (t.eval_every and self.step % t.eval_every == 0) or done:
+            stage_done = self.step == st.end  # the run's last step ends its last stage
+            if (st.eval_every and (self.step - st.start) % st.eval_every == 0) or stage_done:
                 if self.main:
                     last_eval = self.evaluate()
                     if last_eval is not None:
-                        self.eval_log.append({"step": self.step, **last_eval})
-                        bar.write(f"step {self.step}: validation auc {last_eval['auc']:.4f} "
+                        self.eval_log.append({"step": self.step, "stage": st.name, **last_eval})
+                        bar.write(f"step {self.step}{self._stage_tag()}: validation auc {last_eval['auc']:.4f} "
                                   f"mrr {last_eval['mrr']:.4f} ndcg@10 {last_eval['ndcg@10']:.4f}")
                         if last_eval["auc"] > self.best_auc:
                             self.best_auc = last_eval["auc"]
@@ -290,7 +346,7 @@ class Trainer:
                     # and returned summary agree with rank 0's.
                     shared = broadcast_object_list([last_eval, self.best_auc], from_process=0)
                     last_eval, self.best_auc = shared
-            if self.step % t.checkpoint_every == 0 or done:
+            if self.step % t.checkpoint_every == 0 or stage_done:
                 self._save()
         bar.close()
         if self.main:
@@ -299,7 +355,10 @@ class Trainer:
                 self._save_weights("best")
         self.acc.wait_for_everyone()
         summary = {"steps": self.step, "best_auc": self.best_auc, "final_eval": last_eval,
-                   "seconds": round(time.perf_counter() - t_start, 1), "world_size": self.world}
+                   "seconds": round(time.perf_counter() - t_start, 1), "world_size": self.world,
+                   "stages": [{"name": s.name, "first_step": s.start + 1, "last_step": s.end} for s in self.stages],
+                   "prefix_cache": {str(d): {"path": str(c.path), "bytes": c.nbytes, "rows": int(c.states.shape[0])}
+                                    for d, c in self.prefix_caches.items()}}
         if self.main:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=float))
         return summary

@@ -13,6 +13,9 @@ Spaces
 - representation: task gradients w.r.t. the batch's unique news vectors (cheap), projected per article
   vector (row-wise), then a single backward from the vectors with the combined gradient (MGDA-UB style).
   Under DDP each rank projects its own rows and the resulting parameter gradients are averaged.
+
+With nothing shared to train (the whole BERT frozen, no projection) every parameter belongs to one task,
+so there is nothing to project and every mode is `sum`.
 """
 
 from __future__ import annotations
@@ -66,17 +69,19 @@ def _all_reduce_mean(tensors: list[torch.Tensor], world: int) -> list[torch.Tens
 
 
 class GradientEngine:
-    def __init__(self, model: torch.nn.Module, core: MTRec, accelerator, seed: int):
+    def __init__(self, model: torch.nn.Module, core: MTRec, accelerator, seed: int, cfg=None):
         self.model = model  # possibly DDP-wrapped
         self.core = core
         self.acc = accelerator
-        self.cfg = core.cfg
+        self.cfg = cfg or core.cfg  # a training stage's config may change the surgery
         self.mode = self.cfg.train.surgery
         self.space = self.cfg.train.surgery_space
         self.weights = task_weights(self.cfg)
         self.generator = torch.Generator().manual_seed(seed)  # PCGrad's task order
         self.shared = core.shared_parameters()
         self.heads = core.head_parameters()
+        if not self.shared:
+            self.mode = "sum"
 
     @property
     def world(self) -> int:

@@ -282,7 +282,8 @@ def test_demo_runs_on_the_mind_layout(tiny_bert, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("tasks.sentiment 0.5 -> 0") == 1 and "have no sentiment labels" in err
     assert sorted((out / "data").iterdir()) == [out / "data" / s for s in ("dev", "train")]
-    assert set(result["validation"]) == {"random", "popularity", "mtrec (this run)"} and result["gap_closed"] is None
+    assert set(result["validation"]) == {"random", "popularity", "recency", "trending", "ctr", "mtrec (this run)"}
+    assert result["gap_closed"] is None  # no oracle in the MIND layout
     assert load_config(out / "run" / "config.yaml").tasks.sentiment == 0.0
     with pytest.raises(ConfigError, match="holds the demo data in the mind layout, not ebnerd"):
         run_demo(out, format="ebnerd", **args)

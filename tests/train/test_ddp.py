@@ -342,8 +342,10 @@ def test_prefix_cache_and_stages_under_ddp_match_one_process_without_the_cache(d
     one, two = _csv(ddp.one / "staged" / "metrics.csv"), _csv(ddp.two / "staged" / "metrics.csv")
     assert [r["stage"] for r in two] == ["warm", "warm", "tune", "tune"]
     for a, b in zip(one, two):
-        for k in ("loss", "loss_main", "loss_category", "loss_sentiment", "cosine", "grad_norm"):
+        for k in ("loss", "loss_main", "loss_category", "loss_sentiment", "grad_norm"):
             assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-5, abs=1e-9), (a["step"], k)
+        # A cosine near 0 (here ~4e-4) has no useful relative precision: compare it absolutely.
+        assert float(b["cosine"]) == pytest.approx(float(a["cosine"]), abs=1e-6), a["step"]
     # Close, not to ATOL: AdamW magnifies rounding in gradients that are zero in exact arithmetic.
     assert _max_diff(_weights(ddp.one / "staged"), _weights(ddp.two / "staged")) <= 1e-3
     r0, r1 = _record(ddp.two, "staged", 0), _record(ddp.two, "staged", 1)

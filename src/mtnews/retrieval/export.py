@@ -33,6 +33,7 @@ from mtnews.io import atomic_dir
 from mtnews.recommender import Recommender
 from mtnews.retrieval.index import FreshIndex
 from mtnews.retrieval.params import IndexParams
+from mtnews.retrieval.task import check_published
 
 ARTICLES = "articles.parquet"
 USERS = "users.parquet"
@@ -83,15 +84,13 @@ def export_embeddings(run: str | Path, data: str | Path, split: str, out: str | 
     out = Path(out)
     check_out_dir(out)
     paths = split_paths(data, split)
+    if index:
+        try:
+            check_published(paths.articles)
+        except DataError as e:
+            raise DataError(f"{e} (the retrieval index partitions by it); export without an index with --no-index") from None
     rec = rec if rec is not None else Recommender.from_run(run, data, split, device=device, cache_size=0)
     articles = rec.articles
-    if index:
-        if articles.published_us is None:
-            raise DataError(f"{paths.articles}: missing column 'published_time' (datetime), which the retrieval index "
-                            f"partitions by; export without it with --no-index")
-        if not (articles.published_us[FIRST:] != 0).any():
-            raise DataError(f"{paths.articles}: column 'published_time' is null for every article, so no article can "
-                            f"ever be in a fresh pool; export without an index with --no-index")
     fingerprint = rec.run.fingerprint()
     meta = {FINGERPRINT_KEY: fingerprint.encode(), b"mtnews.run": str(rec.run.dir).encode(),
             b"mtnews.split": split.encode()}

@@ -101,7 +101,19 @@ def _timed_columns(paths: SplitPaths) -> list[str]:
     if nulls:
         raise DataError(f"{paths.behaviors}: column 'impression_time' has {nulls} null values, expected a time for "
                         f"every impression (each one's fresh pool depends on it)")
+    check_published(paths.articles)
     return cols + ["impression_time"]
+
+
+def check_published(path: Path) -> None:
+    """articles.parquet has publication times, and not all null (before anything is loaded or encoded)."""
+    try:
+        schema.validate(path, {"published_time": schema.DATETIME})
+    except DataError as e:
+        raise DataError(f"{e}; fresh pools need publication times") from None
+    n, nulls = schema.aggregate(path, pl.len(), pl.col("published_time").null_count())
+    if n == nulls:
+        raise DataError(f"{path}: column 'published_time' is null for every article, so every pool is empty")
 
 
 def _published(articles, path: Path) -> np.ndarray:
@@ -111,6 +123,17 @@ def _published(articles, path: Path) -> np.ndarray:
     if not (published != 0).any():
         raise DataError(f"{path}: column 'published_time' is null for every article, so every pool is empty")
     return published
+
+
+def _check_some_pool(paths: SplitPaths, pool: PoolTable, max_age_us: int, max_age_hours: float) -> None:
+    """Fail before any work (or progress bar) when no impression has a single fresh article."""
+    for batch in behavior_batches(paths, ["impression_time"], 1 << 20):
+        t = batch.column(0).cast("timestamp[us]").cast("int64").to_numpy()
+        lo, hi = pool.windows(t, max_age_us)
+        if (hi > lo).any():
+            return
+    raise DataError(f"{paths.articles}: no article was published in the {max_age_hours:g} hours before any impression "
+                    f"of {paths.behaviors}, so every pool is empty")
 
 
 def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Path | None = None,
@@ -156,6 +179,7 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
         articles = load_articles(paths.articles)
         pool, _ = PoolTable.from_articles(articles.article_ids[FIRST:], _published(articles, paths.articles))
         baseline = NewestScorer() if scorer == "newest" else PopularFreshScorer.from_split(paths, pool)
+    _check_some_pool(paths, pool, max_age_us, max_age_hours)
     reads = ReadSets.from_history(paths.history, pool)
 
     ks = report_ks(k)

@@ -14,10 +14,13 @@ from mtnews.retrieval.pool import Exclusions, PoolTable, dense_topk, top_k
 H = 3_600_000_000  # an hour in microseconds
 
 
-def clustered(rng, n, d, centers=40):
-    """Unit-norm-ish vectors around a few centres, like trained news vectors rather than pure noise."""
+def clustered(rng, n, d, centers=60):
+    """Vectors like a trained model's news vectors: clustered directions, norms within a few percent
+    (the demo run's are 8.47 +- 0.21), so inner product is close to cosine."""
     c = rng.normal(size=(centers, d))
-    return (c[rng.integers(0, centers, n)] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+    x = c[rng.integers(0, centers, n)] + rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return (x * (1 + 0.025 * rng.normal(size=(n, 1)))).astype(np.float32)
 
 
 def reference(vectors, published, ids, q, t, max_age, k, read):
@@ -74,23 +77,23 @@ def test_flat_index_and_dense_search_equal_the_per_query_reference(catalogue, sh
 
 def test_hnsw_recall_against_exact_at_the_default_parameters():
     rng = np.random.default_rng(2)
-    n, d, k = 30_000, 32, 100
+    n, d, k = 10_000, 32, 100
     published = np.sort(rng.integers(1, 10 * 24 * H, n))
     vectors = clustered(rng, n, d)
-    index = FreshIndex.build(np.arange(n), published, vectors, IndexParams(shard_hours=24 * 3))
+    index = FreshIndex.build(np.arange(n), published, vectors, IndexParams(shard_hours=24 * 5, exact_below=0))
     q = clustered(rng, 200, d)
     t = np.full(200, 10 * 24 * H)
     _, ann = index.search(q, t, 10 * 24 * H, k)
     lo, hi = index.pool.windows(t, 10 * 24 * H)
     _, exact = dense_topk(lambda qq, a, b: q[qq] @ index.vectors_of(a, b).T, lo, hi, k)
-    assert len(index.shards) == 4 and (exact >= 0).all()
+    assert len(index.shards) == 2 and (exact >= 0).all()
     recall = np.mean([len(set(a) & set(e)) / k for a, e in zip(ann, exact)])
     assert recall >= 0.99, recall
 
 
 def test_read_articles_never_come_back_and_do_not_shorten_the_list(catalogue):
     ids, published, vectors = catalogue
-    index = FreshIndex.build(ids, published, vectors, IndexParams(shard_hours=24))
+    index = FreshIndex.build(ids, published, vectors, IndexParams(shard_hours=24, exact_below=0))
     rng = np.random.default_rng(3)
     q = rng.normal(size=(20, 16)).astype(np.float32)
     t = np.full(20, 15 * 24 * H)
@@ -107,7 +110,7 @@ def test_read_articles_never_come_back_and_do_not_shorten_the_list(catalogue):
 
 def test_save_load_reloads_without_a_rebuild(catalogue, tmp_path, monkeypatch):
     ids, published, vectors = catalogue
-    index = FreshIndex.build(ids, published, vectors, IndexParams(shard_hours=48), fingerprint="f" * 64)
+    index = FreshIndex.build(ids, published, vectors, IndexParams(shard_hours=48, exact_below=50), fingerprint="f" * 64)
     q, t, read = queries(np.random.default_rng(4), ids)
     before = index.search(q, t, 72 * H, 30)
     index.save(tmp_path / "ix")
@@ -151,7 +154,7 @@ def test_evict_drops_expired_shards_and_keeps_every_fresh_answer(catalogue, tmp_
 def test_window_and_top_k_edges():
     pool = PoolTable(np.array([5, 6, 7, 8]), np.array([10, 20, 20, 30]))
     lo, hi = pool.windows(np.array([20, 21, 31, 5]), 10)
-    assert lo.tolist() == [0, 1, 1, 0] and hi.tolist() == [1, 3, 4, 0]
+    assert lo.tolist() == [0, 1, 3, 0] and hi.tolist() == [1, 3, 4, 0]
     assert pool.rows(np.array([7, 9, 5])).tolist() == [2, -1, 0]
     s, r = top_k(np.array([[1.0, -np.inf, 3.0, 3.0]]), np.array([[0, 1, 2, 3]]), 3)
     assert r.tolist() == [[2, 3, 0]] and s.tolist() == [[3.0, 3.0, 1.0]]

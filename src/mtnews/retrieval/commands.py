@@ -16,15 +16,18 @@ def _index_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--index-kind", default="hnsw", choices=INDEX_KINDS, help="hnsw (ANN) or flat (exact)")
     g.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (default: 32)")
     g.add_argument("--ef-construction", type=int, default=200, help="HNSW build beam (default: 200)")
-    g.add_argument("--ef-search", type=int, default=256, help="HNSW search beam, at least the results asked for "
-                                                               "(default: 256)")
+    g.add_argument("--ef-search", type=int, default=512, help="HNSW search beam, at least the results asked for "
+                                                               "(default: 512)")
     g.add_argument("--shard-hours", type=float, default=24.0, help="publication-time width of a shard (default: 24)")
+    g.add_argument("--exact-below", type=int, default=20_000,
+                   help="shards with fewer articles are searched exactly, without a graph (default: 20000)")
 
 
 def _params(args: argparse.Namespace):
     from mtnews.retrieval.params import IndexParams
 
-    return IndexParams(args.index_kind, args.hnsw_m, args.ef_construction, args.ef_search, args.shard_hours).validate()
+    return IndexParams(args.index_kind, args.hnsw_m, args.ef_construction, args.ef_search, args.shard_hours,
+                       args.exact_below).validate()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

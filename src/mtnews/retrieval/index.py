@@ -45,7 +45,7 @@ def _faiss():
 def _build_shard(vectors: np.ndarray, params: IndexParams):
     faiss = _faiss()
     d = vectors.shape[1]
-    if params.kind == "flat":
+    if params.kind == "flat" or len(vectors) < params.exact_below:
         index = faiss.IndexFlatIP(d)
     else:
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -227,7 +227,7 @@ class FreshIndex:
         a, b = int(self._bounds[j]), int(self._bounds[j + 1])
         extra = int(exclude.count(qs, np.full(len(qs), a), np.full(len(qs), b)).max()) if len(exclude.keys) else 0
         kk = min(k + extra, shard.size)
-        if self.params.kind == "hnsw":
+        if hasattr(shard.index, "hnsw"):
             params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, kk))
             dist, local = shard.index.search(queries[qs], kk, params=params)
         else:

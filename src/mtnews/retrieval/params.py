@@ -11,7 +11,8 @@ INDEX_KINDS = ("hnsw", "flat")
 
 @dataclass(frozen=True)
 class IndexParams:
-    """`kind` hnsw is faiss's IndexHNSWFlat (inner product); flat is exact (IndexFlatIP), for reference.
+    """`kind` hnsw is faiss's IndexHNSWFlat (inner product) for shards of at least `exact_below` articles;
+    flat is exact (IndexFlatIP) everywhere.
 
     Defaults measured on the synthetic data and at 100k/1M clustered vectors (docs/performance.md): they
     keep ANN recall@100 against exact search >= 0.99.
@@ -20,8 +21,11 @@ class IndexParams:
     kind: str = "hnsw"
     hnsw_m: int = 32  # graph degree: memory is about 8 * M bytes per article on top of its vector
     ef_construction: int = 200
-    ef_search: int = 256  # raised to the number of results asked for when that is larger
+    ef_search: int = 512  # raised to the number of results asked for when that is larger
     shard_hours: float = 24.0  # publication-time width of one shard
+    # Shards with fewer articles are searched exactly (IndexFlatIP): below about this size a brute-force
+    # matrix product is faster than walking a graph, and it needs no build (docs/performance.md).
+    exact_below: int = 20_000
 
     def validate(self) -> "IndexParams":
         if self.kind not in INDEX_KINDS:
@@ -30,6 +34,8 @@ class IndexParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be a positive integer, got {v!r}")
+        if isinstance(self.exact_below, bool) or not isinstance(self.exact_below, int) or self.exact_below < 0:
+            raise ConfigError(f"--exact-below: must be an integer >= 0, got {self.exact_below!r}")
         if not self.shard_hours > 0 or self.shard_hours != self.shard_hours:
             raise ConfigError(f"--shard-hours: must be > 0, got {self.shard_hours}")
         return self

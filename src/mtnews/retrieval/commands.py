@@ -19,8 +19,8 @@ def _index_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ef-search", type=int, default=512, help="HNSW search beam, at least the results asked for "
                                                                "(default: 512)")
     g.add_argument("--shard-hours", type=float, default=24.0, help="publication-time width of a shard (default: 24)")
-    g.add_argument("--exact-below", type=int, default=20_000,
-                   help="shards with fewer articles are searched exactly, without a graph (default: 20000)")
+    g.add_argument("--exact-below", type=int, default=50_000,
+                   help="shards with fewer articles are searched exactly, without a graph (default: 50000)")
 
 
 def _params(args: argparse.Namespace):

@@ -4,10 +4,13 @@ MTRec scores a candidate by the dot product of user and news vectors, so the ind
 search. The freshness filter is structural: articles are cut into shards by publication time
 (`shard_hours` wide, aligned to the epoch), one faiss index each. A query's window [t - max_age, t)
 covers some shards whole, searched with the ANN index, and cuts at most two (the oldest and the newest it
-touches); the rows of the cut shards inside the window are scored exactly, from the shard's own stored
-vectors (`pool.dense_topk`, the same brute force that checks the index). Queries are grouped by the shards they cover, so a batch costs one faiss call per (group, shard),
-never one per query. Why shards and not one index with a per-query id selector: faiss applies one selector
-to a whole batch, and HNSW with a selective filter loses recall (docs/performance.md measures both).
+touches); the rows of the cut shards inside the window are scored exactly, from the shards' own stored
+vectors (`pool.dense_topk`, the same brute force that checks the index). Shards smaller than
+`exact_below` hold no graph at all and are scored exactly with the cut rows. Queries are grouped by the
+graph shards they cover, so a batch costs one faiss call per (group, graph shard) and one brute force per
+group, never one call per query. Why shards and not one index with a per-query id selector: faiss applies
+one selector to a whole batch, and HNSW with a selective filter loses recall (docs/performance.md
+measures both).
 
 Read articles: each whole-shard search asks for k plus the most rows any query of the group has excluded
 in that shard, so after dropping them at least k remain (up to the ANN's own misses).
@@ -91,6 +94,7 @@ class FreshIndex:
         self.fingerprint = fingerprint
         self._bounds = np.array([s.start for s in shards] + [len(pool)], dtype=np.int64)
         self._views = [s.vectors() for s in shards]
+        self._graphs = np.array([i for i, s in enumerate(shards) if hasattr(s.index, "hnsw")], dtype=np.int64)
 
     # --- building -----------------------------------------------------------------------------------
     @classmethod
@@ -201,20 +205,24 @@ class FreshIndex:
         lo, hi = self.pool.windows(times_us, max_age_us)
         bounds = self._bounds
         first = np.searchsorted(bounds, lo, side="left")  # first shard starting at or after lo
-        last = np.searchsorted(bounds, hi, side="right") - 1  # last shard boundary at or before hi
-        pairs, group = np.unique(np.stack([first, last], 1), axis=0, return_inverse=True)
+        last = np.searchsorted(bounds, hi, side="right") - 1  # shards first..last-1 lie wholly in the window
+        # Only graph shards are searched as shards; every other row of a window (cut shards, small exact
+        # shards) is scored by one brute force over the rest of the window. Queries are grouped by the
+        # graph shards they cover: with none (the usual fresh pool), all queries form one group.
+        a = np.searchsorted(self._graphs, first)
+        b = np.maximum(a, np.searchsorted(self._graphs, last))
+        keys, group = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
         group = group.ravel()
-        for g, (i0, i1) in enumerate(pairs.tolist()):
+        for g, (ga, gb) in enumerate(keys.tolist()):
             qs = np.flatnonzero(group == g)
             qs = qs[hi[qs] > lo[qs]]
             if len(qs) == 0:
                 continue
-            parts = [self._search_shard(j, queries, qs, k, exclude) for j in range(i0, i1)]
-            # The cut shards: rows of shard i0 - 1 before the first whole shard, and of shard i1 after the last.
-            parts.append(self._exact(queries, qs, lo, hi, int(lo[qs].min()), int(min(bounds[i0], hi[qs].max())), k,
-                                     exclude))
-            if i1 >= i0:
-                parts.append(self._exact(queries, qs, lo, hi, int(bounds[i1]), int(hi[qs].max()), k, exclude))
+            inside = self._graphs[ga:gb].tolist()
+            parts = [self._search_shard(j, queries, qs, k, exclude) for j in inside]
+            edges = [int(lo[qs].min())] + [int(x) for j in inside for x in (bounds[j], bounds[j + 1])] + [int(hi[qs].max())]
+            for x, y in zip(edges[::2], edges[1::2]):
+                parts.append(self._exact(queries, qs, lo, hi, x, y, k, exclude))
             scores = np.concatenate([p[0] for p in parts], 1)
             rows = np.concatenate([p[1] for p in parts], 1)
             scores = np.where(exclude.contains(qs[:, None], rows), -np.inf, scores)
@@ -237,11 +245,23 @@ class FreshIndex:
 
     def _exact(self, queries: np.ndarray, qs: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: int, b: int,
                k: int, exclude: Exclusions):
-        """Exact top k of rows [a, b) for queries `qs`, each within its own window: a cut shard."""
-        if b <= a:
-            return np.zeros((len(qs), 0)), np.zeros((len(qs), 0), dtype=np.int64)
+        """Exact top k of rows [a, b) for queries `qs`, each within its own window.
 
-        def score_block(q: np.ndarray, x: int, y: int) -> np.ndarray:
-            return queries[q] @ self.vectors_of(x, y).T
-
-        return dense_topk(score_block, np.clip(lo[qs], a, b), np.clip(hi[qs], a, b), k, exclude, ids=qs)
+        Shard by shard, on views of each shard's stored vectors (a range spanning shards is never copied),
+        and only for the queries whose window reaches into that shard; a running top k merges them.
+        """
+        best_s = np.full((len(qs), k), -np.inf)
+        best_r = np.full((len(qs), k), -1, dtype=np.int64)
+        bounds = self._bounds
+        j = int(np.searchsorted(bounds, a, side="right") - 1)
+        while b > a and j < len(self.shards) and bounds[j] < b:
+            x, y, base, view = max(a, int(bounds[j])), min(b, int(bounds[j + 1])), int(bounds[j]), self._views[j]
+            lq, hq = np.clip(lo[qs], x, y), np.clip(hi[qs], x, y)
+            sub = np.flatnonzero(hq > lq)
+            if len(sub):
+                s, r = dense_topk(lambda q, u, v: queries[q] @ view[u - base : v - base].T, lq[sub], hq[sub], k,
+                                  exclude, ids=qs[sub])
+                best_s[sub], best_r[sub] = top_k(np.concatenate([best_s[sub], s], 1),
+                                                 np.concatenate([best_r[sub], r], 1), k)
+            j += 1
+        return best_s, best_r

@@ -25,7 +25,7 @@ class IndexParams:
     shard_hours: float = 24.0  # publication-time width of one shard
     # Shards with fewer articles are searched exactly (IndexFlatIP): below about this size a brute-force
     # matrix product is faster than walking a graph, and it needs no build (docs/performance.md).
-    exact_below: int = 20_000
+    exact_below: int = 50_000
 
     def validate(self) -> "IndexParams":
         if self.kind not in INDEX_KINDS:

@@ -18,8 +18,8 @@ Sections (each prints a table and the load average):
    Also a single HNSW over a catalogue searched with a per-query faiss IDSelectorRange for the window
    (the alternative to time shards), at the first pool size.
 3. users (with --run and --data): a dataset of U synthetic users (20 clicks each over the data's articles,
-   one impression each), then `mtnews embed` and `mtnews retrieve` in child processes: wall time and peak
-   RSS (wait4), against the size of all user vectors at once (U x D x 4 bytes).
+   one impression each), then `mtnews embed` and `mtnews retrieve --index` in child processes: wall time
+   and peak RSS (GNU time), against the size of all user vectors at once (U x D x 4 bytes).
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ K = 100
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(cmd: list[str], log: Path, env: dict) -> tuple[int, float, float]:
+    """(exit status, wall s, peak RSS MiB) of `cmd` run under GNU time.
+
+    Not wait4 from this process: a child forked from a process that already holds gigabytes inherits that
+    high-water mark, so ru_maxrss would report this process's peak, not the command's.
+    """
+    peak = log.with_suffix(".rss")
+    rc, wall, _ = run_child(["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], log, env)
+    return rc, wall, int(peak.read_text().split()[-1]) / 1024 if peak.exists() else float("nan")
 
 
 def samplers(vectors: str | None, rng: np.random.Generator, d: int = 384):
@@ -169,7 +180,7 @@ def users(console, args) -> None:
     from mtnews.data.schema import BEHAVIORS, HISTORY
 
     table = Table("users", "embed s", "embed peak MiB", "retrieve s", "retrieve peak MiB", "all user vectors MiB",
-                  title="3. export and retrieval with many users (child processes, peak RSS from wait4)")
+                  title="3. export and retrieval with many users (child processes, peak RSS from GNU time)")
     work = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}  # this checkout's mtnews
     try:
@@ -198,7 +209,7 @@ def users(console, args) -> None:
             beh.select([pl.col(c).cast(BEHAVIORS[c]) if c in beh.columns else pl.lit(None, BEHAVIORS[c]).alias(c)
                         for c in BEHAVIORS]).write_parquet(root / "validation" / "behaviors.parquet")
             out = root / "vectors"
-            rc, e_wall, e_rss = run_child(python() + ["-m", "mtnews", "embed", "--run", args.run, "--data", str(root),
+            rc, e_wall, e_rss = child(python() + ["-m", "mtnews", "embed", "--run", args.run, "--data", str(root),
                                                      "--out", str(out), "--device", "cpu"], work / f"embed{u}.log", env)
             if rc != 0:
                 raise SystemExit(f"embed failed, see {work / f'embed{u}.log'}: " + (work / f"embed{u}.log").read_text()[-500:])
@@ -206,7 +217,7 @@ def users(console, args) -> None:
                 import json
 
                 dim = json.loads((out / "embed.json").read_text())["dim"]
-            rc, r_wall, r_rss = run_child(python() + ["-m", "mtnews", "retrieve", "--run", args.run, "--data", str(root),
+            rc, r_wall, r_rss = child(python() + ["-m", "mtnews", "retrieve", "--run", args.run, "--data", str(root),
                                                      "--index", str(out / "index"), "--device", "cpu",
                                                      "--json-out", str(root / "r.json")], work / f"retrieve{u}.log", env)
             if rc != 0:

@@ -107,3 +107,20 @@ def test_cli_model_from_an_exported_index_and_the_baselines(small_synth, trained
         assert res["evaluated"] == built["evaluated"] and res["out_of_pool"] == built["out_of_pool"]
         assert 0 <= res["recall@50"] <= 1 - res["out_of_pool"] + 1e-9
     assert "recall@50" in capsys.readouterr().out
+
+
+def test_read_sets_built_in_blocks_equal_one_block(small_synth):
+    from mtnews.data.articles import load_articles
+    from mtnews.retrieval.pool import PoolTable
+    from mtnews.retrieval.task import ReadSets
+
+    arts = load_articles(small_synth / "articles.parquet")
+    pool, _ = PoolTable.from_articles(arts.article_ids[2:], arts.published_us[2:])
+    path = small_synth / "validation" / "history.parquet"
+    one, many = ReadSets.from_history(path, pool), ReadSets.from_history(path, pool, block=7)
+    for a, b in zip((one.user_ids, one.offsets, one.rows, one.lengths), (many.user_ids, many.offsets, many.rows, many.lengths)):
+        np.testing.assert_array_equal(a, b)
+    hist = pl.read_parquet(path).sort("user_id")
+    u = int(hist["user_id"][3])
+    want = sorted(r for r in pool.rows(np.array(hist["article_id_fixed"][3].to_list())).tolist() if r >= 0)
+    assert sorted(one.rows[one.offsets[3] : one.offsets[4]].tolist()) == want and one.user_ids[3] == u

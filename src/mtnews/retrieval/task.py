@@ -46,20 +46,27 @@ class ReadSets:
 
     user_ids: np.ndarray  # int64, sorted
     offsets: np.ndarray  # int64 [U + 1]
-    rows: np.ndarray  # int64, pool rows (articles outside the pool are left out)
+    rows: np.ndarray  # int32, pool rows (articles outside the pool are left out)
     lengths: np.ndarray  # int64 [U]: non-null clicks in history.parquet
 
     @classmethod
-    def from_history(cls, path: Path, pool: PoolTable) -> "ReadSets":
+    def from_history(cls, path: Path, pool: PoolTable, block: int = 1 << 17) -> "ReadSets":
+        """Built `block` users at a time, so the exploded clicks of 1M users never exist at once."""
         df = read_history(path).select(pl.col("user_id").cast(pl.Int64),
                                        pl.col("article_id_fixed").cast(pl.List(pl.Int64)).list.drop_nulls()).sort("user_id")
         lengths = df["article_id_fixed"].list.len().fill_null(0).to_numpy().astype(np.int64)
-        rows = pool.rows(df["article_id_fixed"].explode().drop_nulls().to_numpy())
-        owner = np.repeat(np.arange(len(lengths)), lengths)
-        keep = rows >= 0
+        counts = np.zeros(len(lengths), dtype=np.int64)
+        kept = []
+        for s in range(0, df.height, block):
+            rows = pool.rows(df["article_id_fixed"][s : s + block].explode().drop_nulls().to_numpy())
+            keep = rows >= 0
+            counts[s : s + block] = np.bincount(np.repeat(np.arange(len(lengths[s : s + block])), lengths[s : s + block])[keep],
+                                                minlength=len(lengths[s : s + block]))
+            kept.append(rows[keep].astype(np.int32))  # pool rows fit int32; keeps the fresh reads small
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(owner[keep], minlength=len(lengths)), out=offsets[1:])
-        return cls(df["user_id"].to_numpy(), offsets, rows[keep], lengths)
+        np.cumsum(counts, out=offsets[1:])
+        rows = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int32)
+        return cls(df["user_id"].to_numpy(), offsets, rows, lengths)
 
     def positions(self, user_ids: np.ndarray) -> np.ndarray:
         """Index into user_ids, -1 for users without a history."""

@@ -37,7 +37,7 @@ def reference(data, split, max_age_hours, ks, score):
         if len(pool) == 0:
             empty += 1
             continue
-        s = score(user, read.get(user, []), pool, pub[mask])
+        s = score(user, read.get(user, []), pool, pub[mask], t)
         ranked = [int(pool[i]) for i in sorted(range(len(pool)), key=lambda i: (-s[i], i))]
         n += 1
         clicks += len(clicked)
@@ -51,7 +51,7 @@ def reference(data, split, max_age_hours, ks, score):
             "skipped_empty_pool": empty}
 
 
-def newest(user, history, pool, published):
+def newest(user, history, pool, published, t):
     # Rows are ordered by (published_time, article_id): the newest first, ties to the larger id.
     order = np.lexsort((pool, published))
     rank = np.empty(len(pool))
@@ -67,12 +67,32 @@ def test_newest_equals_the_reference(small_synth):
     assert 0 < got["out_of_pool"] < 1 and 10 < got["mean_pool_size"] < 20  # some pools shorter than k
 
 
+def test_popular_fresh_equals_the_reference(small_synth):
+    # Every click event known before t: history reads (timed) and the split's own impressions' clicks.
+    hist = pl.read_parquet(small_synth / "validation" / "history.parquet")
+    beh = pl.read_parquet(small_synth / "validation" / "behaviors.parquet")
+    ev_t = np.concatenate([hist["impression_time_fixed"].explode().cast(pl.Int64).to_numpy(),
+                           beh.explode("article_ids_clicked")["impression_time"].cast(pl.Int64).to_numpy()])
+    ev_a = np.concatenate([hist["article_id_fixed"].explode().to_numpy(),
+                           beh.explode("article_ids_clicked")["article_ids_clicked"].to_numpy()])
+
+    def popular(user, history, pool, published, t):
+        counts = np.array([((ev_a == a) & (ev_t < t)).sum() for a in pool], dtype=float)
+        return counts + newest(user, history, pool, published, t) / (len(pool) + 1)  # ties: the newer
+
+    got = retrieve_split(small_synth, "validation", scorer="popular-fresh", k=20, max_age_hours=72)
+    want = reference(small_synth, "validation", 72, [10, 20], popular)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    assert got["popularity_clicks"] > 0
+
+
 def test_model_with_an_exact_index_equals_the_reference(small_synth, trained_run):
     rec = Recommender.from_run(trained_run, small_synth, "validation", device="cpu")
     arts = pl.read_parquet(small_synth / "articles.parquet")
     vec = dict(zip(arts["article_id"].to_list(), rec.encode_articles(arts["title"].to_list())))
 
-    def model(user, history, pool, published):
+    def model(user, history, pool, published, t):
         u = rec.user_vectors([history])[0]
         return np.array([vec[a] @ u for a in pool])
 

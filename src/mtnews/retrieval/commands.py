@@ -93,6 +93,8 @@ def _retrieve(args: argparse.Namespace) -> int:
     for label, seg in res["segments"].items():
         table.add_row(label, str(seg["impressions"]), *("-" if seg[n] is None else f"{seg[n]:.4f}" for n in names))
     console = Console()
+    if not console.is_terminal:  # logs and pipes get every column unabbreviated
+        console = Console(width=120)
     console.print(table)
     console.print(f"mean pool {res['mean_pool_size']:.1f} articles; {res['out_of_pool']:.1%} of clicks outside their "
                   f"pool; skipped {res['skipped_empty_pool']} impressions with an empty pool, "

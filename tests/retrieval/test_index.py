@@ -160,3 +160,14 @@ def test_window_and_top_k_edges():
     assert r.tolist() == [[2, 3, 0]] and s.tolist() == [[3.0, 3.0, 1.0]]
     s, r = top_k(np.array([[-np.inf, 2.0]]), np.array([[4, 5]]), 3)
     assert r.tolist() == [[5, -1, -1]]
+
+
+def test_retrieve_by_ids_for_serving(catalogue):
+    ids, published, vectors = catalogue
+    index = FreshIndex.build(ids, published, vectors, IndexParams(shard_hours=24))
+    q, t, read = queries(np.random.default_rng(6), ids, n=8)
+    got, scores = index.retrieve(q, t, 72 * H, 15, read_ids=read)
+    want = reference(vectors, published, ids, q, t, 72 * H, 15, read)
+    assert [[int(i) for i in row if i >= 0] for row in got] == want
+    one, _ = index.retrieve(q[0], int(t[0]), 72 * H, 15, read_ids=[read[0]])
+    np.testing.assert_array_equal(one[0], got[0])

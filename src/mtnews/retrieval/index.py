@@ -229,6 +229,21 @@ class FreshIndex:
             out_s[qs], out_r[qs] = top_k(scores, rows, k)
         return out_s, out_r
 
+    def retrieve(self, user_vectors: np.ndarray, now_us: np.ndarray | int, max_age_us: int, k: int,
+                 read_ids: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Serving's call: (article ids [q, k], -1 padded; scores) for users at `now_us`, each user's
+        `read_ids` (any iterable of article ids, one per user) left out."""
+        user_vectors = np.atleast_2d(np.asarray(user_vectors, dtype=np.float32))
+        times = np.broadcast_to(np.asarray(now_us, dtype=np.int64), (len(user_vectors),))
+        exclude = None
+        if read_ids is not None:
+            lists = [np.asarray(list(r), dtype=np.int64) for r in read_ids]
+            owner = np.repeat(np.arange(len(lists)), [len(r) for r in lists])
+            flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+            exclude = Exclusions.from_pairs(owner, self.pool.rows(flat))
+        scores, rows = self.search(user_vectors, times, max_age_us, k, exclude)
+        return np.where(rows >= 0, self.pool.article_ids[np.maximum(rows, 0)], -1), scores
+
     def _search_shard(self, j: int, queries: np.ndarray, qs: np.ndarray, k: int, exclude: Exclusions):
         faiss = _faiss()
         shard = self.shards[j]

@@ -14,7 +14,7 @@ LAYERS = [
     {"data"},
     {"model"},
     {"evaluate", "train"},
-    {"recommender"},
+    {"recommender", "retrieval"},
     {"serve", "experiment", "api"},
     {"cli", "__main__", "__init__"},
 ]

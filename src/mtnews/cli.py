@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "mtnews.train.commands",
     "mtnews.experiment.commands",
     "mtnews.serve.commands",
+    "mtnews.retrieval.commands",
 ]
 
 

@@ -92,9 +92,12 @@ def test_model_with_an_exact_index_equals_the_reference(small_synth, trained_run
     arts = pl.read_parquet(small_synth / "articles.parquet")
     vec = dict(zip(arts["article_id"].to_list(), rec.encode_articles(arts["title"].to_list())))
 
+    hist = pl.read_parquet(small_synth / "validation" / "history.parquet")
+    users = dict(zip(hist["user_id"].to_list(), rec.user_vectors(hist["article_id_fixed"].to_list())))
+    empty = rec.user_vectors([[]])[0]
+
     def model(user, history, pool, published, t):
-        u = rec.user_vectors([history])[0]
-        return np.array([vec[a] @ u for a in pool])
+        return np.array([vec[a] for a in pool]) @ users.get(user, empty)
 
     got = retrieve_split(small_synth, "validation", run=trained_run, k=20, max_age_hours=72, device="cpu",
                          params=IndexParams(kind="flat"))

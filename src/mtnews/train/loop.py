@@ -385,9 +385,9 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, 
 
     from mtnews.train.tasks import without_unlabelled_tasks
 
+    if resume:  # a refused resume is said before any data is read
+        check_resume_config(out, cfg, given or set())
     cfg, note = without_unlabelled_tasks(cfg, data)
     if note and os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per rank
         print(f"mtnews: {note}", file=sys.stderr)
-    if resume:
-        check_resume_config(out, cfg, given or set())
     return Trainer(cfg, data, out, resume=resume, progress=progress).fit()

@@ -31,16 +31,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import Variant  # noqa: E402
-from benchcommon import default_synth, load_average, machine, resolve  # noqa: E402
+from bench_train import StepFixture, Variant  # noqa: E402
+from benchcommon import load_average, machine, resolve  # noqa: E402
 from mtnews.config import Config  # noqa: E402
-from mtnews.data.articles import load_articles  # noqa: E402
-from mtnews.data.dataset import load_split  # noqa: E402
-from mtnews.data.layout import split_paths  # noqa: E402
-from mtnews.model.build import build_model  # noqa: E402
-from mtnews.model.tokens import tokenize_titles  # noqa: E402
 from mtnews.train.batching import BatchBuilder  # noqa: E402
-from mtnews.train.loop import make_accelerator  # noqa: E402
 from mtnews.train.prefix_cache import open_prefix_cache  # noqa: E402
 
 TARGETS = {"2": 1.15, "4": 1.6, "all": 20.0}
@@ -65,25 +59,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MTNEWS_CACHE"] = str(Path(tmp) / "cache")  # token and prefix caches: built here, timed
-        data = Path(args.data) if args.data else default_synth(Path(tmp) / "synth")
-        articles = load_articles(split_paths(data, "train").articles)
-        split = load_split(data, "train", args.history, articles)
-        samples = split.train_samples(args.npratio, seed=42)
-        order = np.random.default_rng(0).permutation(len(samples))
-        n = args.warmup + args.steps
-        batches = [order[i * args.batch : (i + 1) * args.batch] for i in range(n)]
-
-        cfg0 = Config()
-        cfg0.model.pretrained = args.pretrained
-        cfg0.model.max_title_length = args.max_title_length
+        fx = StepFixture(args, device, Path(tmp), args.max_title_length)
+        articles, split, samples, batches, acc, tokens = fx.articles, fx.split, fx.samples, fx.batches, fx.acc, fx.tokens
+        cfg0 = fx.cfg
         cfg0.model.lora.target_modules = ["query", "key", "value", "dense"]
-        cfg0.data.history_size, cfg0.data.npratio = args.history, args.npratio
         cfg0.tasks.category, cfg0.tasks.sentiment = 1.0, 0.5
-        cfg0.train.batch_size = args.batch
-        cfg0.train.device = device.type
-        acc = make_accelerator(cfg0)
-        _, tokenizer = build_model(cfg0, articles.vocab)
-        tokens = tokenize_titles(articles.titles, tokenizer, cfg0.model.max_title_length)
         variants: dict[tuple[str, bool], Variant] = {}
         info: dict[str, str] = {}
         for freeze in args.freeze.split(","):

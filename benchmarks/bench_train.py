@@ -88,6 +88,29 @@ class Variant:
         self.rows.append(batch.input_ids.shape[0])
 
 
+class StepFixture:
+    """What every step benchmark starts from: the default synthetic train split, its samples, the timed batches
+    (one fixed permutation), the base config from the shared arguments, an accelerator and the tokens."""
+
+    def __init__(self, args, device: torch.device, tmp: Path, max_title_length: int | None = None):
+        data = Path(args.data) if args.data else default_synth(tmp / "synth")
+        self.articles = load_articles(split_paths(data, "train").articles)
+        self.split = load_split(data, "train", args.history, self.articles)
+        self.samples = self.split.train_samples(args.npratio, seed=42)
+        order = np.random.default_rng(0).permutation(len(self.samples))
+        self.batches = [order[i * args.batch : (i + 1) * args.batch] for i in range(args.warmup + args.steps)]
+        cfg = Config()
+        cfg.model.pretrained = args.pretrained
+        if max_title_length:
+            cfg.model.max_title_length = max_title_length
+        cfg.data.history_size, cfg.data.npratio = args.history, args.npratio
+        cfg.train.batch_size = args.batch
+        cfg.train.device = device.type
+        self.cfg, self.acc = cfg, make_accelerator(cfg)
+        _, tokenizer = build_model(cfg, self.articles.vocab)
+        self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="dataset root (default: `mtnews data synth` defaults in a temp folder)")
@@ -108,22 +131,9 @@ def main() -> None:
     chosen = [VARIANTS[int(i)] for i in args.variants.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(args.data) if args.data else default_synth(Path(tmp) / "synth")
-        articles = load_articles(split_paths(data, "train").articles)
-        split = load_split(data, "train", args.history, articles)
-        samples = split.train_samples(args.npratio, seed=42)
-        order = np.random.default_rng(0).permutation(len(samples))
-        n = args.warmup + args.steps
-        batches = [order[i * args.batch : (i + 1) * args.batch] for i in range(n)]
-
-        cfg0 = Config()
-        cfg0.model.pretrained = args.pretrained
-        cfg0.data.history_size, cfg0.data.npratio = args.history, args.npratio
-        cfg0.train.batch_size = args.batch
-        cfg0.train.device = device.type
-        acc = make_accelerator(cfg0)
-        _, tokenizer = build_model(cfg0, articles.vocab)
-        tokens = tokenize_titles(articles.titles, tokenizer, cfg0.model.max_title_length)
+        fx = StepFixture(args, device, Path(tmp))
+        articles, split, samples, batches, cfg0, acc, tokens = (fx.articles, fx.split, fx.samples, fx.batches,
+                                                                fx.cfg, fx.acc, fx.tokens)
         variants: dict[tuple[str, str], Variant] = {}
         for finetune in args.finetune.split(","):
             cfg = copy.deepcopy(cfg0)

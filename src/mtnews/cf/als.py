@@ -50,12 +50,12 @@ class AlsModel:
         u = np.searchsorted(users, cells["user_id"].to_numpy())
         i = np.searchsorted(items, cells["article_id"].to_numpy())
         matrix = csr_matrix((cells["len"].to_numpy().astype(np.float32), (u, i)), shape=(len(users), len(items)))
-        model = AlternatingLeastSquares(factors=params.factors, regularization=params.regularization,
-                                        iterations=params.iterations, random_state=params.seed)
         from threadpoolctl import threadpool_limits
 
         # implicit parallelises over users itself; a threaded BLAS underneath it only contends (its own warning).
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=params.factors, regularization=params.regularization,
+                                            iterations=params.iterations, random_state=params.seed)
             model.fit(matrix, show_progress=False)
         return cls(users, items, np.asarray(model.user_factors), np.asarray(model.item_factors))
 

@@ -64,7 +64,8 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     if scorer is not None and scorer not in SCORERS:
         raise ConfigError(f"unknown scorer '{scorer}', expected one of {', '.join(SCORERS)}")
     if scorer is None and run is None:
-        raise ConfigError(f"evaluate needs a scorer ({'|'.join(SCORERS)}) or a run directory")
+        raise ConfigError(f"evaluate needs exactly one of a scorer ({'|'.join(SCORERS)}) or a run directory "
+                          f"(cf-user and mtrec+cf take both)")
     if scorer in CF_NEEDS_RUN and run is None:
         raise ConfigError(f"--scorer {scorer} needs --run (a trained run directory: its user vectors find the neighbours)")
     if scorer is not None and scorer not in CF_NEEDS_RUN and run is not None:

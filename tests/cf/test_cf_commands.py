@@ -89,3 +89,23 @@ def test_experiment_plans_cf_rows_per_seed(small_synth, tmp_path):
     assert all(r.source is None for r in cf if r.variant == "cf-als")
     with pytest.raises(ConfigError, match="add mtrec"):
         parse_variants("cf-user,random", small_synth)
+
+
+def test_experiment_reports_cf_rows(small_synth, tiny_bert, tmp_path):
+    import csv
+
+    out = tmp_path / "exp"
+    argv = ["experiment", "--data", small_synth, "--out", out, "--seeds", "1", "--variants", "mtrec,cf-user,cf-als,mtrec+cf",
+            "--model.pretrained", tiny_bert, "--train.max_steps", "2", "--train.eval_every", "0", "--train.device", "cpu",
+            "--train.batch_size", "8", "--data.eval_impressions", "50", "--data.history_size", "4",
+            "--model.max_title_length", "16"]
+    assert main([str(a) for a in argv]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    got = sorted((r["variant"], r["seed"]) for r in rows)
+    assert got == sorted((v, "42") for v in ("mtrec", "cf-user", "cf-als", "mtrec+cf"))
+    assert all(0 < float(r["auc"]) < 1 for r in rows)
+    table = (out / "report.md").read_text()
+    for v in ("cf-user", "cf-als", "mtrec+cf"):
+        assert f"| {v} | 1 |" in table
+    user = json.loads((out / "runs" / "cf-user" / "seed-42" / "result.json").read_text())
+    assert user["metrics"]["cf"]["params"]["seed"] == 42 and "segments" in user["metrics"]

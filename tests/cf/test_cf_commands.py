@@ -29,11 +29,13 @@ def test_evaluate_cf(small_synth, trained_run, scorer):
         assert 0 < r["cf"]["known_candidate_share"] <= 1
 
 
-@pytest.mark.parametrize("scorer", ["cf-user", "cf-als"])
+@pytest.mark.parametrize("scorer", ["cf-user", "cf-als", "mtrec+cf"])
 def test_retrieve_cf(small_synth, trained_run, scorer):
-    r = retrieve_split(small_synth, "validation", scorer=scorer, run=trained_run if scorer == "cf-user" else None,
+    r = retrieve_split(small_synth, "validation", scorer=scorer, run=None if scorer == "cf-als" else trained_run,
                        k=20, device="cpu")
     assert r["evaluated"] > 0 and 0 <= r["recall@20"] <= 1 and "cf" in r
+    if scorer == "mtrec+cf":
+        assert r["cf"]["blend"]["weight"] in WEIGHT_GRID
 
 
 def check(capsys, argv, out, needles):

@@ -147,3 +147,45 @@ def test_blend_weight_hand_case():
 def test_bad_params(field, value):
     with pytest.raises(ConfigError, match=field.replace("_", "-")):
         CFParams(**{field: value}).validate()
+
+
+def test_pool_blend_is_the_in_view_blend_over_each_window():
+    """mtrec+cf on the pool z-scores within each query's window exactly as the in-view blend does."""
+    from mtnews.cf.blend import blend
+    from mtnews.cf.pool import TIE, PoolCF
+
+    rng = np.random.default_rng(0)
+    n_users, n_pool = 12, 20
+    vecs = rng.normal(size=(n_users, 3)).astype(np.float32)
+    clicks = [(100 + int(u), int(a), float(h)) for u, a, h in
+              zip(rng.integers(0, n_users, 200), rng.integers(0, n_pool, 200), rng.uniform(0, 40, 200))]
+    hist = histories(n_users)
+    log = ClickLog.from_frame(click_frame(clicks), hist)
+    items = rng.normal(size=(n_pool, 3))
+
+    class Content:
+        """Stands in for ArticleVectors: the queried users' vectors are vecs[row - 1] (rows set below)."""
+
+        def users(self, matrix):
+            import torch
+
+            assert len(matrix) == len(self.rows)
+            return torch.from_numpy(vecs[self.rows - 1])
+
+    from mtnews.cf.scorers import UserCFScorer
+    user = UserCFScorer(UserCF(log, 6 * HOUR), UserNeighbours(np.arange(1, n_users + 1), vecs, CFParams(k=3)), None)
+    content = Content()
+    pool = PoolCF("mtrec+cf", n_pool, lambda ids: ids, user=user, histories=hist, content=content, items=items,
+                  blend={"weight": 0.7})
+    uids = np.array([100, 105, 111])
+    content.rows = hist.rows(uids)
+    times = np.array([10, 25, 41]) * HOUR
+    lo, hi = np.array([0, 4, 9]), np.array([12, 20, 15])
+    got = pool.for_batch(uids, times, lo, hi)(np.arange(3), 0, n_pool)
+    for q in range(3):
+        rows = np.arange(lo[q], hi[q])
+        nb = user.neighbours.of_rows(content.rows[q : q + 1])
+        cf = user.cf.at(nb, times[q : q + 1], np.zeros(len(rows), dtype=np.int64), rows)
+        want = blend(items[rows] @ vecs[content.rows[q] - 1], cf, np.array([0, len(rows)]), 0.7)
+        np.testing.assert_allclose(got[q, rows] - TIE * (rows + 1) / (n_pool + 2), want, atol=1e-9)
+        assert np.isneginf(np.delete(got[q], rows)).all()

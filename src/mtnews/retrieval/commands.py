@@ -8,7 +8,7 @@ import json
 from mtnews.evaluate.commands import cf_flags, cf_params
 
 # retrieval/task.SCORERS and params.INDEX_KINDS, kept here so `mtnews --help` imports no torch or faiss.
-SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als")
+SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als", "mtrec+cf")
 INDEX_KINDS = ("hnsw", "flat")
 
 
@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     r.add_argument("--scorer", default="model", choices=SCORERS,
                    help="model (needs --run), a baseline: popular-fresh (past-only clicks), newest, or CF: "
-                        "cf-user (needs --run), cf-als")
-    r.add_argument("--run", help="training run directory (for --scorer model or cf-user)")
+                        "cf-user and mtrec+cf (need --run), cf-als")
+    r.add_argument("--run", help="training run directory (for --scorer model, cf-user, mtrec+cf)")
     r.add_argument("--index", dest="index_dir", help="load DIR/index written by `mtnews embed` instead of building one")
     r.add_argument("--k", type=int, default=100, help="articles retrieved per impression (default: 100)")
     r.add_argument("--max-age-hours", type=float, default=72.0, help="freshness window (default: 72)")

@@ -8,7 +8,8 @@ is ignored.
 Scorers: `model` searches the run's `FreshIndex` (built in memory, or loaded from `mtnews embed`'s DIR/index)
 with the user vectors `Recommender` computes, and also runs the exact brute force over the same pools to
 report how much of it the ANN recovers and the queries per second of both; `newest` and `popular-fresh`
-(`baselines`) search the same pools exactly.
+(`baselines`) search the same pools exactly, and so do the CF scorers `cf-user`, `cf-als` and `mtrec+cf`
+(`mtnews.cf.pool`).
 
 Memory: behaviors stream in chunks; what lives for the whole split is the article vectors and index, the
 history matrix, and each user's read articles that are still fresh.
@@ -38,8 +39,8 @@ from mtnews.retrieval.metrics import RetrievalAccumulator, report_ks
 from mtnews.retrieval.params import IndexParams
 from mtnews.retrieval.pool import Exclusions, PoolTable, dense_topk
 
-SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als")
-NEEDS_RUN = ("model", "cf-user")
+SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als", "mtrec+cf")
+NEEDS_RUN = ("model", "cf-user", "mtrec+cf")
 HOUR_US = 3_600_000_000
 
 
@@ -191,7 +192,7 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
 
         articles = load_articles(paths.articles)
         pool, _ = PoolTable.from_articles(articles.article_ids[FIRST:], _published(articles, paths.articles))
-        if scorer in ("cf-user", "cf-als"):
+        if scorer in ("cf-user", "cf-als", "mtrec+cf"):
             from mtnews.model.run import load_run
             from mtnews.model.scoring import resolve_device
 
@@ -251,7 +252,7 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
                 agree += _overlap(rows, exact, ks)
         else:
             t0 = time.perf_counter()
-            block = (pool_cf.for_batch(sub["user_id"].to_numpy(), times) if pool_cf is not None
+            block = (pool_cf.for_batch(sub["user_id"].to_numpy(), times, lo, hi) if pool_cf is not None
                      else baseline.for_times(times))
             _, rows = dense_topk(block, lo, hi, k, excl)
             timing["exact"] += time.perf_counter() - t0

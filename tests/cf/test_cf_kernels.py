@@ -189,3 +189,14 @@ def test_pool_blend_is_the_in_view_blend_over_each_window():
         want = blend(items[rows] @ vecs[content.rows[q] - 1], cf, np.array([0, len(rows)]), 0.7)
         np.testing.assert_allclose(got[q, rows] - TIE * (rows + 1) / (n_pool + 2), want, atol=1e-9)
         assert np.isneginf(np.delete(got[q], rows)).all()
+
+
+def test_hnsw_neighbours_match_exact_on_a_small_set():
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(300, 8)).astype(np.float32)
+    rows = np.arange(1, 301)
+    exact = UserNeighbours(rows, vecs, CFParams(k=10)).of_rows(rows)
+    hnsw = UserNeighbours(rows, vecs, CFParams(k=10, exact_below=0))
+    assert type(hnsw.index).__name__ == "IndexHNSWFlat"
+    got = hnsw.of_rows(rows)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact)]) >= 0.99

@@ -7,7 +7,7 @@
     mtrec+cf   `blend`: z(content) + w * z(cf-user) per impression, w chosen on the selection holdout.
 
 `clicks` holds the timed click log every scorer reads; `scorers` builds the in-view scorers that
-`mtnews evaluate --scorer` streams. The pool task (`mtnews retrieve --scorer cf-user|cf-als`) uses the same
-kernels through `pool_scores`. This package sits beside evaluate and train (tests/test_architecture.py):
+`mtnews evaluate --scorer` streams. The pool task (`mtnews retrieve --scorer cf-user|cf-als|mtrec+cf`) uses
+the same kernels through `pool`. This package sits beside evaluate and train (tests/test_architecture.py):
 it reads data and model, and evaluate's split scoring builds its scorers.
 """

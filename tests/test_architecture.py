@@ -13,7 +13,7 @@ LAYERS = [
     {"errors", "io", "config"},
     {"data"},
     {"model"},
-    {"evaluate", "train"},
+    {"evaluate", "train", "cf"},  # cf: collaborative filtering scorers, built by evaluate's split scoring
     {"recommender", "retrieval"},
     {"serve", "experiment", "api"},
     {"cli", "__main__", "__init__"},

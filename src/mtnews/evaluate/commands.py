@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-# The names of evaluate/split_scoring.BASELINES, kept here so `mtnews --help` imports no torch.
-SCORERS = ("random", "popularity", "oracle", "recency", "trending", "ctr")
+# The names of evaluate/split_scoring.SCORERS, kept here so `mtnews --help` imports no torch.
+SCORERS = ("random", "popularity", "oracle", "recency", "trending", "ctr", "cf-user", "cf-als", "mtrec+cf")
 FORMATS = ("ebnerd", "mind")  # evaluate/mind_submission.FORMATS
 
 
@@ -14,9 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="score full in-view lists and print AUC / MRR / nDCG")
     e.add_argument("--data", required=True, help="dataset root folder (EBNeRD, or a MIND folder)")
     e.add_argument("--split", default="validation", choices=("train", "validation", "test"))
-    who = e.add_mutually_exclusive_group()
-    who.add_argument("--scorer", choices=SCORERS, help="a baseline scorer")
-    who.add_argument("--run", help="a training run directory to score with")
+    e.add_argument("--scorer", choices=SCORERS, help="a baseline or CF scorer (cf-user and mtrec+cf also need --run)")
+    e.add_argument("--run", help="a training run directory to score with")
     e.add_argument("--json-out", help="write the metrics dict as JSON here")
     e.add_argument("--predictions-out", help="also write a submission zip here (RecSys'24, or MIND's on MIND data)")
     e.add_argument("--format", choices=FORMATS, default=None,
@@ -26,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--signals.window", dest="signals_window", default="past", choices=("past", "split"),
                    help="time baselines: count only events before each impression (past, the default), or "
                         "in-views over the whole split, future included (split, transductive)")
+    cf_flags(e)
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.set_defaults(func=_evaluate)
 
@@ -49,6 +49,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
+def cf_flags(p: argparse.ArgumentParser) -> None:
+    """The `--cf.*` flags of the CF scorers (mtnews.cf.params.CFParams; its defaults are repeated here)."""
+    g = p.add_argument_group("cf", "collaborative filtering scorers (cf-user, cf-als, mtrec+cf)")
+    g.add_argument("--cf.k", dest="cf_k", type=int, default=50, help="nearest users per user (default: 50)")
+    g.add_argument("--cf.half-life-hours", dest="cf_half_life_hours", type=float, default=24.0,
+                   help="a neighbour's click this old counts half (default: 24)")
+    g.add_argument("--cf.factors", dest="cf_factors", type=int, default=64, help="ALS factors (default: 64)")
+    g.add_argument("--cf.iterations", dest="cf_iterations", type=int, default=15, help="ALS iterations (default: 15)")
+    g.add_argument("--cf.seed", dest="cf_seed", type=int, default=0, help="ALS seed (default: 0)")
+    g.add_argument("--cf.holdout-hours", dest="cf_holdout_hours", type=float, default=24.0,
+                   help="mtrec+cf: the blend weight is chosen on the train log's last HOURS (default: 24)")
+
+
+def cf_params(args: argparse.Namespace):
+    from mtnews.cf.params import CFParams
+
+    return CFParams(k=args.cf_k, half_life_hours=args.cf_half_life_hours, factors=args.cf_factors,
+                    iterations=args.cf_iterations, seed=args.cf_seed, holdout_hours=args.cf_holdout_hours).validate()
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -59,13 +79,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_output_file(args.json_out, "metrics JSON")
     result = score_split(args.data, args.split, scorer=args.scorer, run=args.run, chunk=args.chunk,
                          predictions_out=args.predictions_out, seed=args.seed, device=args.device, progress=True,
-                         prediction_format=args.format, signals={"window": args.signals_window})
-    name = args.run or args.scorer
+                         prediction_format=args.format, signals={"window": args.signals_window},
+                         cf=cf_params(args))
+    name = args.scorer or args.run
     if "signals" in result:  # a number of a time baseline always says which mode produced it
         name = f"{name} ({result['signals']['window']} window)"
     console = Console()
     if "auc" in result:
         console.print(metrics_table({name: result}, title=f"{args.data} / {args.split}"))
+        if "segments" in result:
+            console.print(metrics_table({f"{name}, {seg}": m for seg, m in result["segments"].items()
+                                         if m["impressions"]}, title="by history clicks"))
+        if "blend" in result.get("cf", {}):
+            console.print(f"blend weight {result['cf']['blend']['weight']:g}, chosen on the last "
+                          f"{result['cf']['blend']['holdout_hours']:g} h of the train log")
         if result.get("skipped"):
             console.print(f"{result['skipped']} impressions without a click or without a non-click were skipped")
     if result.get("unknown_candidates"):

@@ -2,6 +2,8 @@
 
 Layout under EXP_DIR/runs/:
   <baseline>/result.json            random, popularity, oracle: scored once (they do not depend on a seed)
+  <cf row>/seed-<s>/result.json     cf-user, cf-als, mtrec+cf: scored per seed (cf-user and mtrec+cf on
+                                    mtrec/seed-<s>, cf-als with ALS seed s); nothing is trained for them
   <variant>/seed-<s>/               a training run directory (config.yaml, metrics.csv, eval.csv, final/, ...)
   <variant>/seed-<s>/result.json    its validation metrics and timings, written last and atomically
 
@@ -38,6 +40,7 @@ class RunSpec:
     seed: int | None  # train.seed of a trained run; None for a baseline
     dir: Path
     cfg: Config | None = None  # None for a baseline
+    source: Path | None = None  # a CF row's mtrec run
 
     @property
     def trained(self) -> bool:
@@ -59,12 +62,16 @@ def plan_runs(exp_dir: Path, base: Config, variants: list[str], seeds: int,
               labels: frozenset[str] = ALL_LABELS) -> list[RunSpec]:
     """Baselines first (seconds each), then one pass over the variants per seed, so an interrupted
     experiment already has a complete table for its first seeds. `labels`: the tasks the data has labels for."""
-    runs = [RunSpec(v, None, exp_dir / "runs" / v) for v in variants if not VARIANTS[v].trained]
+    runs = [RunSpec(v, None, exp_dir / "runs" / v) for v in variants if not VARIANTS[v].trained and not VARIANTS[v].cf]
     for i in range(seeds):
+        seed = base.train.seed + i
         for v in variants:
             if VARIANTS[v].trained:
                 cfg = variant_config(base, v, i, labels)
                 runs.append(RunSpec(v, cfg.train.seed, exp_dir / "runs" / v / f"seed-{cfg.train.seed}", cfg))
+            elif VARIANTS[v].cf:  # after mtrec in table order, so that seed's mtrec run exists by then
+                source = exp_dir / "runs" / "mtrec" / f"seed-{seed}" if VARIANTS[v].on_mtrec else None
+                runs.append(RunSpec(v, seed, exp_dir / "runs" / v / f"seed-{seed}", source=source))
     return runs
 
 
@@ -136,6 +143,8 @@ class Evaluator:
         from mtnews.model.run import load_run
         from mtnews.model.scoring import resolve_device
 
+        if VARIANTS[spec.variant].cf:
+            return self.cf(spec)
         if spec.trained:
             run = load_run(spec.dir, device=resolve_device(self.device))
             hist = self._hist(run.history_size)
@@ -144,6 +153,25 @@ class Evaluator:
             hist = self._hist(BASELINE_HISTORY)
             scorer = make_baseline(spec.variant, self.paths, seed=0)
         return run_scorer(scorer, self.paths, self.articles, hist)
+
+
+    def cf(self, spec: RunSpec) -> dict:
+        """A CF row, as `mtnews evaluate --scorer <row> [--run mtrec/seed-s]` scores it (ALS seed = the row's)."""
+        from mtnews.cf.params import CFParams
+        from mtnews.cf.scorers import SegmentScorer, make_cf_scorer
+        from mtnews.data.history import load_histories
+        from mtnews.evaluate.split_scoring import BASELINE_HISTORY
+        from mtnews.evaluate.streaming import run_scorer
+        from mtnews.model.run import load_run
+        from mtnews.model.scoring import resolve_device
+
+        run = load_run(spec.source, device=resolve_device(self.device)) if spec.source is not None else None
+        articles = self.articles if run is None else run.load_dataset_articles(self.paths.articles)
+        hist = load_histories(self.paths.history, articles, BASELINE_HISTORY if run is None else run.history_size)
+        scorer, info = make_cf_scorer(spec.variant, self.data, self.paths, run, articles, hist, CFParams(seed=spec.seed))
+        scorer = SegmentScorer(scorer, hist)
+        metrics = run_scorer(scorer, self.paths, articles, hist)
+        return {**metrics, "cf": info, "segments": scorer.segments()}
 
 
 def execute(spec: RunSpec, data: Path, evaluator: Evaluator) -> dict:
@@ -164,6 +192,8 @@ def execute(spec: RunSpec, data: Path, evaluator: Evaluator) -> dict:
               "seconds": round(time.perf_counter() - t0, 2), "resumed": resumed}
     if spec.trained:
         result.update(step_timing(spec.dir, spec.cfg))
+    elif spec.seed is not None:  # a CF row: seeded like a trained row, but no step of its own
+        result.update(steps=0, sec_per_step=float("nan"), samples_per_s=float("nan"))
     spec.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.result_path, json.dumps(result, indent=2, default=float))
     return result

@@ -30,6 +30,9 @@ class Variant:
     # Surgery variants have two gradient groups, so their metrics.csv carries cosine / projected values.
     surgery: bool = False
     needs: tuple[str, ...] = ()  # auxiliary tasks whose labels the row is about (n/a on data without them)
+    # A CF row (mtnews.cf): scored once per seed, not trained; `on_mtrec` rows use that seed's mtrec run.
+    cf: bool = False
+    on_mtrec: bool = False
 
 
 BASELINES = ("random", "popularity", "oracle")
@@ -54,10 +57,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("+ner", "mtrec plus the NER task (lambda 0.3)", {"tasks.ner": 0.3}, surgery=True, needs=("ner",)),
     Variant("+subcat", "mtrec plus the subcategory task (lambda 0.3; MIND)", {"tasks.subcategory": 0.3},
             surgery=True, needs=("subcategory",)),
+    Variant("cf-user", "user-user CF: 50 nearest users by mtrec's user vectors, their past clicks decayed",
+            trained=False, cf=True, on_mtrec=True),
+    Variant("cf-als", "implicit ALS on the clicks known before the split (seed = ALS seed)", trained=False, cf=True),
+    Variant("mtrec+cf", "z(mtrec) + w z(cf-user), w chosen on the train log's last 24 h", trained=False, cf=True,
+            on_mtrec=True),
     Variant("oracle", "generator's true utilities (upper bound; synthetic data only)", trained=False),
 )}
 
-# Table order: lower bounds, the reference rows, the ablations, then the upper bound.
+# Table order: lower bounds, the reference rows, the ablations, the CF rows, then the upper bound.
 ORDER = list(VARIANTS)
 
 
@@ -89,6 +97,9 @@ def parse_variants(spec: str | list[str] | None, data: str | Path) -> list[str]:
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
     if not names:
         raise ConfigError("--variants: name at least one variant")
+    on_mtrec = [n for n in names if VARIANTS[n].on_mtrec]
+    if on_mtrec and "mtrec" not in names:
+        raise ConfigError(f"--variants: {', '.join(on_mtrec)} score with each seed's mtrec run; add mtrec to the list")
     if "oracle" in names and not has_oracle(data):
         raise ConfigError(f"{split_paths(data, 'validation').oracle}: no oracle file, so the oracle row cannot be scored")
     return [n for n in ORDER if n in names]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from mtnews.evaluate.commands import cf_flags, cf_params
+
 # retrieval/task.SCORERS and params.INDEX_KINDS, kept here so `mtnews --help` imports no torch or faiss.
-SCORERS = ("model", "popular-fresh", "newest")
+SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als", "mtrec+cf")
 INDEX_KINDS = ("hnsw", "flat")
 
 
@@ -53,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data", required=True, help="dataset root folder")
     r.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     r.add_argument("--scorer", default="model", choices=SCORERS,
-                   help="model (needs --run), or a baseline: popular-fresh (past-only clicks), newest")
-    r.add_argument("--run", help="training run directory (for --scorer model)")
+                   help="model (needs --run), a baseline: popular-fresh (past-only clicks), newest, or CF: "
+                        "cf-user and mtrec+cf (need --run), cf-als")
+    r.add_argument("--run", help="training run directory (for --scorer model, cf-user, mtrec+cf)")
     r.add_argument("--index", dest="index_dir", help="load DIR/index written by `mtnews embed` instead of building one")
     r.add_argument("--k", type=int, default=100, help="articles retrieved per impression (default: 100)")
     r.add_argument("--max-age-hours", type=float, default=72.0, help="freshness window (default: 72)")
@@ -63,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--chunk", type=int, default=50_000, help="impressions per streamed chunk")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _index_flags(r)
+    cf_flags(r)
     r.set_defaults(func=_retrieve)
 
 
@@ -86,7 +90,8 @@ def _retrieve(args: argparse.Namespace) -> int:
     check_output_file(args.json_out, "metrics JSON")
     res = retrieve_split(args.data, args.split, run=args.run, scorer=args.scorer, k=args.k,
                          max_age_hours=args.max_age_hours, params=_params(args), index_dir=args.index_dir,
-                         chunk=args.chunk, exact_check=not args.no_exact_check, device=args.device, progress=True)
+                         chunk=args.chunk, exact_check=not args.no_exact_check, device=args.device, progress=True,
+                         cf=cf_params(args))
     names = [key for key in res if key.startswith(("recall@", "ndcg@"))]
     table = Table("segment", "impressions", *names, title=f"{args.scorer} / {args.split} / {args.max_age_hours:g} h pool")
     table.add_row("all", str(res["evaluated"]), *(f"{res[n]:.4f}" for n in names))

@@ -8,7 +8,8 @@ is ignored.
 Scorers: `model` searches the run's `FreshIndex` (built in memory, or loaded from `mtnews embed`'s DIR/index)
 with the user vectors `Recommender` computes, and also runs the exact brute force over the same pools to
 report how much of it the ANN recovers and the queries per second of both; `newest` and `popular-fresh`
-(`baselines`) search the same pools exactly.
+(`baselines`) search the same pools exactly, and so do the CF scorers `cf-user`, `cf-als` and `mtrec+cf`
+(`mtnews.cf.pool`).
 
 Memory: behaviors stream in chunks; what lives for the whole split is the article vectors and index, the
 history matrix, and each user's read articles that are still fresh.
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mtnews.cf.params import CFParams
+from mtnews.cf.pool import PoolCF
 from mtnews.data import schema
 from mtnews.data.articles import FIRST
 from mtnews.data.behaviors import behavior_batches, behavior_columns
@@ -36,7 +39,8 @@ from mtnews.retrieval.metrics import RetrievalAccumulator, report_ks
 from mtnews.retrieval.params import IndexParams
 from mtnews.retrieval.pool import Exclusions, PoolTable, dense_topk
 
-SCORERS = ("model", "popular-fresh", "newest")
+SCORERS = ("model", "popular-fresh", "newest", "cf-user", "cf-als", "mtrec+cf")
+NEEDS_RUN = ("model", "cf-user", "mtrec+cf")
 HOUR_US = 3_600_000_000
 
 
@@ -93,10 +97,10 @@ def _check(k: int, max_age_hours: float, scorer: str, run) -> None:
         raise ConfigError(f"--max-age-hours must be > 0, got {max_age_hours}")
     if scorer not in SCORERS:
         raise ConfigError(f"unknown scorer '{scorer}', expected one of {', '.join(SCORERS)}")
-    if scorer == "model" and run is None:
-        raise ConfigError("--scorer model needs --run (a trained run directory)")
-    if scorer != "model" and run is not None:
-        raise ConfigError(f"--scorer {scorer} is a baseline and takes no --run")
+    if scorer in NEEDS_RUN and run is None:
+        raise ConfigError(f"--scorer {scorer} needs --run (a trained run directory)")
+    if scorer not in NEEDS_RUN and run is not None:
+        raise ConfigError(f"--scorer {scorer} takes no --run")
 
 
 def _timed_columns(paths: SplitPaths) -> list[str]:
@@ -146,9 +150,12 @@ def _check_some_pool(paths: SplitPaths, pool: PoolTable, max_age_us: int, max_ag
 def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Path | None = None,
                    scorer: str = "model", k: int = 100, max_age_hours: float = 72.0,
                    params: IndexParams = IndexParams(), index_dir: str | Path | None = None, chunk: int = 50_000,
-                   exact_check: bool = True, device: str = "auto", progress: bool = False) -> dict:
-    """Whole-pool retrieval metrics of one scorer over a split (see the module docstring)."""
+                   exact_check: bool = True, device: str = "auto", progress: bool = False,
+                   cf: CFParams | None = None) -> dict:
+    """Whole-pool retrieval metrics of one scorer over a split (see the module docstring); `cf` sets the
+    parameters of the CF scorers (`mtnews.cf.pool`)."""
     _check(k, max_age_hours, scorer, run)
+    cf = (cf or CFParams()).validate()
     if chunk <= 0:
         raise ConfigError(f"--chunk must be a positive integer, got {chunk}")
     params = params.validate()
@@ -158,7 +165,7 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
     first_time, = schema.aggregate(paths.behaviors, pl.col("impression_time").cast(pl.Datetime("us")).cast(pl.Int64).min())
 
     result: dict = {"scorer": scorer, "split": split, "k": k, "max_age_hours": max_age_hours}
-    index = rec = baseline = None
+    index = rec = baseline = pool_cf = None
     if scorer == "model":
         from mtnews.recommender import Recommender
 
@@ -185,7 +192,15 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
 
         articles = load_articles(paths.articles)
         pool, _ = PoolTable.from_articles(articles.article_ids[FIRST:], _published(articles, paths.articles))
-        baseline = NewestScorer() if scorer == "newest" else PopularFreshScorer.from_split(paths, pool)
+        if scorer in ("cf-user", "cf-als", "mtrec+cf"):
+            from mtnews.model.run import load_run
+            from mtnews.model.scoring import resolve_device
+
+            loaded = load_run(run, device=resolve_device(device)) if run is not None else None
+            pool_cf = PoolCF.build(scorer, data, paths, pool, cf, loaded)
+            result["cf"] = {"params": cf.to_dict(), **pool_cf.describe()}
+        else:
+            baseline = NewestScorer() if scorer == "newest" else PopularFreshScorer.from_split(paths, pool)
     _check_some_pool(paths, pool, max_age_us, max_age_hours)
     reads = ReadSets.from_history(paths.history, pool)
 
@@ -237,7 +252,9 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
                 agree += _overlap(rows, exact, ks)
         else:
             t0 = time.perf_counter()
-            _, rows = dense_topk(baseline.for_times(times), lo, hi, k, excl)
+            block = (pool_cf.for_batch(sub["user_id"].to_numpy(), times, lo, hi) if pool_cf is not None
+                     else baseline.for_times(times))
+            _, rows = dense_topk(block, lo, hi, k, excl)
             timing["exact"] += time.perf_counter() - t0
         hits = clicked.contains(np.arange(len(keep))[:, None], rows)
         acc.update(hits, n_clicked[keep], n_in_pool, sizes[keep], hist_len[keep])

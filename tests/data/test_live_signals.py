@@ -67,19 +67,20 @@ def test_seeding_with_the_split_log_equals_split_signals_at_the_end(small_synth)
 
 def test_windows_expire_and_memory_is_bounded_by_live_articles():
     o = SignalOptions(windows_h=(1.0,))
-    live = LiveSignals(o, lateness_h=0.0, forget_h=2.0, tail_max=3)
+    live = LiveSignals(o, lateness_h=0.0, forget_h=3.0, tail_max=3)
     h = HOUR_US
     live.record([1, 1, 2], [0, h // 2, h // 2], [1], [h // 2])
-    live.record([3], [3 * h])  # tail full: merges; events before 2h fold into totals
+    live.record([3], [3 * h])
+    live.compact()  # events before 2 h fold into the totals
     assert live.kept_events == 1 and live.live_articles == 3
     f = live.features(np.array([1, 2, 3]), 3 * h + 1)
     assert f["inviews_1h"].tolist() == [0, 0, 1] and f["inviews_all"].tolist() == [2, 1, 1]
     assert f["clicks_all"].tolist() == [1, 0, 0]
     with pytest.raises(BeforeHorizon):
         live.features(np.array([1]), 2 * h)  # its 1 h window reaches before the kept events
-    live.record([3, 3, 3], [6 * h, 6 * h, 6 * h])  # articles 1 and 2: nothing for 2 h, forgotten
-    assert live.live_articles == 1 and live.kept_events == 3
-    assert live.features(np.array([1, 3]), 6 * h + 1)["inviews_all"].tolist() == [0, 4]
+    live.record([3, 3, 3, 3], [6 * h] * 4)  # over tail_max: merges; 1 and 2 have had nothing for over 3 h
+    assert live.live_articles == 1 and live.kept_events == 4
+    assert live.features(np.array([1, 3]), 6 * h + 1)["inviews_all"].tolist() == [0, 5]
 
 
 def test_hand_computed_ctr_and_age():

@@ -174,7 +174,7 @@ class LiveSignals:
             if any(o.any() for o in old.values()):
                 self._fold({k: _Kept(kept[k].article[old[k]], kept[k].time[old[k]]) for k in KINDS})
                 kept = {k: _Kept(kept[k].article[~old[k]], kept[k].time[~old[k]]) for k in KINDS}
-            self._forget(self.newest - self.forget_us)
+            self._forget(self.newest - self.forget_us, np.concatenate([kept[k].article for k in KINDS]))
         self._kept = kept
         self._tail = {k: _Kept.empty() for k in KINDS}
         self._main = _index(kept["inviews"], kept["clicks"], self.options)
@@ -195,8 +195,9 @@ class LiveSignals:
             totals[k] = t
         self._total_ids, self._totals, self._total_last = ids, totals, last
 
-    def _forget(self, before_us: int) -> None:
-        keep = self._total_last >= before_us
+    def _forget(self, before_us: int, active: np.ndarray) -> None:
+        """Drop the totals of articles with no event since `before_us` (none kept, none folded later)."""
+        keep = (self._total_last >= before_us) | np.isin(self._total_ids, active)
         if not keep.all():
             self._total_ids, self._total_last = self._total_ids[keep], self._total_last[keep]
             self._totals = {k: v[keep] for k, v in self._totals.items()}

@@ -139,6 +139,49 @@ class FreshIndex:
         self.__init__(self.pool.drop_first(gone), shards, self.params, self.dim, self.fingerprint)
         return gone
 
+    def add(self, article_ids: np.ndarray, published_us: np.ndarray, vectors: np.ndarray) -> int:
+        """Index more articles (e.g. ones a server is sent at run time); returns how many were new.
+
+        Ids already indexed and articles without a publication time (0) are skipped. Rows stay in
+        publication order, so only the shards that gain articles are rebuilt; the others keep their
+        faiss index as is (their rows only shift).
+        """
+        ids = np.asarray(article_ids, dtype=np.int64)
+        pub = np.asarray(published_us, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        _, first = np.unique(ids, return_index=True)
+        fresh = np.zeros(len(ids), dtype=bool)
+        fresh[first] = True
+        fresh &= (self.pool.rows(ids) < 0) & (pub != 0)
+        if not fresh.any():
+            return 0
+        ids, pub, vectors = ids[fresh], pub[fresh], vectors[fresh]
+        shard_us = self.params.shard_us
+        touched = set((pub // shard_us).tolist())
+        old = {s.number: (s, self._views[i]) for i, s in enumerate(self.shards)}
+        all_ids = np.concatenate([self.pool.article_ids, ids])
+        pool, order = PoolTable.from_articles(all_ids, np.concatenate([self.pool.published_us, pub]))
+        number = pool.published_us // shard_us
+        starts = np.flatnonzero(np.r_[True, np.diff(number) != 0])
+        ends = np.r_[starts[1:], len(pool)]
+        shards = []
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            n = int(number[a])
+            if n in touched:
+                # Old rows' vectors come from their shard's stored copy; new ones from `vectors`.
+                src = order[a:b]
+                prev = old.get(n)
+                rows = np.empty((b - a, self.dim), dtype=np.float32)
+                is_new = src >= len(self.pool)
+                rows[is_new] = vectors[src[is_new] - len(self.pool)]
+                if prev is not None:
+                    rows[~is_new] = prev[1][src[~is_new] - prev[0].start]
+                shards.append(Shard(n, a, _build_shard(rows, self.params)))
+            else:
+                shards.append(Shard(n, a, old[n][0].index))
+        self.__init__(pool, shards, self.params, self.dim, self.fingerprint)
+        return int(len(ids))
+
     def save(self, folder: str | Path) -> None:
         """Write the index folder atomically: index.json, rows.parquet and shard-<number>.faiss files."""
         faiss = _faiss()

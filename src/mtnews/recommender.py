@@ -524,6 +524,9 @@ class Recommender:
                       impression_time: datetime | int | None = None) -> int:
         """Count one impression's in-views and clicks at its time in the live signals; returns the events taken."""
         t = self.impression_us(impression_time)
+        if t > self.clock():
+            # A future event would move the counters' window past every request the server answers.
+            raise InvalidTime(f"events at {_datetime_of(t)} are after the server's clock ({_datetime_of(self.clock())})")
         iv = np.asarray(list(inview), dtype=np.int64)
         cl = np.asarray(list(clicked), dtype=np.int64)
         return self.live.record(iv, np.full(len(iv), t), cl, np.full(len(cl), t))

@@ -182,6 +182,12 @@ def test_a_time_too_far_back_for_the_live_counters_is_one_409(tc, engine):
     old = engine.live.horizon - H
     r = tc.post("/v1/signals", json={"article_ids": [1], "impression_time": iso(old)})
     assert r.status_code == 409 and "too far back" in r.json()["detail"]
+    r = tc.post("/v1/events", json={"inview": [1], "impression_time": iso(engine.clock() + H)})
+    assert r.status_code == 409 and "after the server's clock" in r.json()["detail"]
+    before = engine.live.recorded
+    r = tc.post("/v1/events", json={"inview": [1, 2], "clicked": [2]})  # at the clock: counted
+    assert r.status_code == 200 and r.json()["recorded"] == 3 and engine.live.recorded == before + 3
+    assert r.json()["impression_time"] == iso(engine.clock())
 
 
 class TimeAwareRun:

@@ -41,8 +41,8 @@ MAX_USERS_PAGE = 1000
 # limit checks Content-Length before routing), so every operation declares them.
 ERROR_MEANING = {
     400: "malformed JSON body, or an invalid Content-Length header",
-    409: "contradictory entries in the request (one article_id supplied twice with different fields), or an "
-         "impression_time before what the live time signals still hold",
+    409: "contradictory entries in the request (one article_id supplied twice with different fields), an "
+         "impression_time before what the live time signals still hold, or events after the server's clock",
     413: "request body over the server's --max-body-bytes",
     415: "a body that is not JSON (Content-Type)",
     422: "the request fails validation; `errors` lists every problem",
@@ -244,7 +244,7 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
         return SimilarArticlesResponse(article_id=article_id, results=out)
 
     # --- time signals -------------------------------------------------------------------------------
-    @app.post("/v1/events", response_model=EventsResponse, tags=["signals"], responses=_responses(415, 422),
+    @app.post("/v1/events", response_model=EventsResponse, tags=["signals"], responses=_responses(409, 415, 422),
               summary="Record one impression's in-views and clicks in the live time signals")
     def events(body: EventsRequest) -> EventsResponse:  # type: ignore[valid-type]
         t = engine.impression_us(body.impression_time)

@@ -233,3 +233,22 @@ def test_a_time_aware_run_gets_the_candidates_live_signals(engine, small_synth, 
         rec.rank([], cands, impression_time=live.horizon - 1)
     with pytest.raises(Exception, match="differ from the run's signal_options"):
         Recommender(TimeAwareRun(engine.run, o), engine.articles, engine.histories, signals=engine.live, index=False)
+
+
+def test_bad_clock_and_max_age_are_one_line_exit_2(served_run, small_synth, capsys):
+    from mtnews.cli import main
+
+    for args, says in ((["--clock", "yesterday"], "--clock: 'yesterday' is not now, last-impression"),
+                       (["--clock", "last-impression"], "--clock last-impression needs a dataset"),
+                       (["--max-age-hours", "0"], "--max-age-hours must be > 0")):
+        data = [] if args[1] == "last-impression" else ["--data", str(small_synth)]
+        assert main(["serve", "--run", str(served_run), *data, "--port", "0", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mtnews: error: ") and says in err and "\n" not in err, err
+
+
+def test_a_pinned_rfc3339_clock(served_run):
+    rec = Recommender.from_run(served_run, clock=datetime(2023, 5, 30, 12, tzinfo=timezone(timedelta(hours=2))),
+                               device="cpu")
+    assert rec.clock() == to_us(datetime(2023, 5, 30, 10)) and rec.num_users == 0
+    assert rec.live.recorded == 0  # no logs given: counters start empty

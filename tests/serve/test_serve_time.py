@@ -138,6 +138,8 @@ def test_articles_supplied_at_run_time_enter_the_index_and_the_neighbours(engine
     # Published 2 h before t: not in the pool of a time before that.
     early = tc.post(f"/v1/users/{user}/recommend", json={"impression_time": iso(t - 3 * H)}).json()
     assert new_id not in {x["article_id"] for x in early["results"]}
+    looked_up = tc.get(f"/v1/articles/{new_id}").json()
+    assert looked_up["title"] == title and looked_up["published_time"] == iso(t - 2 * H)[:-1]
     # Its vector is the title's: the same as encoding the title, and it has neighbours.
     near = tc.get(f"/v1/articles/{new_id}/similar", params={"k": 3}).json()["results"]
     assert len(near) == 3 and new_id not in {x["article_id"] for x in near}

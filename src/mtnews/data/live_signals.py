@@ -210,7 +210,8 @@ class LiveSignals:
 
     @property
     def live_articles(self) -> int:
-        """Articles with any counted event: the folded totals plus those with kept events."""
+        """Articles with any counted event: the folded totals plus those with kept events (a sort: for
+        monitoring, not for every request)."""
         ids = [self._total_ids] + [v.article for v in self._kept.values()] + [v.article for v in self._tail.values()]
         return len(np.unique(np.concatenate(ids)))
 

@@ -249,8 +249,7 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
     def events(body: EventsRequest) -> EventsResponse:  # type: ignore[valid-type]
         t = engine.impression_us(body.impression_time)
         n = engine.record_events(body.inview, body.clicked, t)
-        return EventsResponse(recorded=n, impression_time=utc_datetime(t), live_articles=engine.live.live_articles,
-                              kept_events=engine.live.kept_events)
+        return EventsResponse(recorded=n, impression_time=utc_datetime(t), kept_events=engine.live.kept_events)
 
     @app.post("/v1/signals", response_model=SignalsResponse, tags=["signals"], responses=_responses(409, 415, 422),
               summary="The time signals of articles at an impression time (as mtnews evaluate computes them)")
@@ -275,12 +274,13 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
         return UserOut(user_id=user_id, history=history, history_size=engine.history_size)
 
     @app.get("/v1/articles/{article_id}", response_model=ArticleOut, tags=["lookup"],
-             responses=_responses(422, not_found="article not in articles.parquet"),
-             summary="One article of the dataset")
+             responses=_responses(422, not_found="article neither in articles.parquet nor added at run time"),
+             summary="One article of the dataset, or one added at run time")
     def article(article_id: Annotated[int, Path(ge=0, le=ID_MAX, **article_examples)]) -> ArticleOut:
-        a = engine.article(article_id)
+        a = engine.any_article(article_id)
         if a is None:
-            raise StarletteHTTPException(404, f"article {article_id} is not in articles.parquet")
+            raise StarletteHTTPException(404, f"article {article_id} is neither in articles.parquet nor added at "
+                                              f"run time")
         return _article_out(a)
 
     # --- operations ---------------------------------------------------------------------------------

@@ -245,7 +245,6 @@ class SimilarArticlesResponse(BaseModel):
 class EventsResponse(BaseModel):
     recorded: int = Field(description="events counted (in-views plus clicks)")
     impression_time: ResponseTime | None
-    live_articles: int = Field(description="articles the live counters hold")
     kept_events: int = Field(description="events still kept with their times (the others count in *_all only)")
 
 

@@ -48,7 +48,7 @@ import torch
 from mtnews.data.articles import FIRST, IGNORE, PAD, UNK, ArticleTable
 from mtnews.data.history import UserHistories, build_histories, left_pad
 from mtnews.data.impressions import build_eval_impressions
-from mtnews.data.live_signals import BeforeHorizon, LiveSignals
+from mtnews.data.live_signals import BeforeHorizon, EventJournal, LiveSignals
 from mtnews.data.signals import ArticleTimes, SignalOptions, SignalTable
 from mtnews.errors import ConfigError, DataError, MtnewsError
 from mtnews.model.run import Run, load_run
@@ -236,7 +236,7 @@ class Recommender:
                  cache_size: int = 10_000, recent: int = 100, batch_size: int = 256, source: str | None = None,
                  signals: LiveSignals | None = None, index: FreshIndex | bool = True,
                  index_params: IndexParams = IndexParams(), max_age_hours: float = DEFAULT_MAX_AGE_HOURS,
-                 clock: Callable[[], int] | datetime | int | None = None):
+                 clock: Callable[[], int] | datetime | int | None = None, journal: EventJournal | None = None):
         self.run = run
         self.model = run.model.eval()
         self.cfg = run.cfg
@@ -283,6 +283,9 @@ class Recommender:
         elif self.signal_options is not None and signals.options != self.signal_options:
             raise ConfigError("the live signals' options differ from the run's signal_options")
         self.live = signals
+        self.journal = journal
+        if journal is not None:  # events posted before a restart, after the logs the counters start from
+            self.live.record(*journal.read())
         self.added: OrderedDict[int, _Added] = OrderedDict()
         self._added_lock = threading.RLock()
         self._users_normed: torch.Tensor | None = None
@@ -300,7 +303,8 @@ class Recommender:
     def from_run(cls, run_dir: str | Path, data: str | Path | None = None, split: str = "validation", *,
                  device: str = "auto", cache_size: int = 10_000, recent: int = 100, clock: str | datetime = "now",
                  index: str | Path | bool = True, index_params: IndexParams = IndexParams(),
-                 max_age_hours: float = DEFAULT_MAX_AGE_HOURS, seed_signals: bool = True) -> "Recommender":
+                 max_age_hours: float = DEFAULT_MAX_AGE_HOURS, seed_signals: bool = True,
+                 events_log: str | Path | None = None) -> "Recommender":
         """Load a run. With `data`, the catalogue is that dataset's articles and `split`'s users are known.
 
         `clock`: "now", "last-impression" (the split's last impression_time: for historical data, where
@@ -308,7 +312,8 @@ class Recommender:
         in memory (when the articles have publication times), a folder loads one written by `mtnews embed`
         (DIR or DIR/index; it must come from this run), False serves without one. With `seed_signals`, the
         live time signals start from the train log and `split`'s log and histories (`mtnews evaluate`'s
-        sources), so a restart recovers them.
+        sources), so a restart recovers them; `events_log` (a JSON-lines `EventJournal`) keeps the events
+        recorded since and replays them at the next start.
         """
         from mtnews.data.history import load_histories
         from mtnews.data.layout import split_paths
@@ -325,7 +330,7 @@ class Recommender:
             folder = Path(index)
             loaded = FreshIndex.load(folder / "index" if (folder / "index").is_dir() else folder, run.fingerprint())
         kwargs = dict(cache_size=cache_size, recent=recent, index=loaded, index_params=index_params,
-                      max_age_hours=max_age_hours)
+                      max_age_hours=max_age_hours, journal=EventJournal(events_log) if events_log else None)
         if data is None:
             return cls(run, clock=None if clock == "now" else clock, **kwargs)
         paths = split_paths(data, split)
@@ -529,7 +534,10 @@ class Recommender:
             raise InvalidTime(f"events at {_datetime_of(t)} are after the server's clock ({_datetime_of(self.clock())})")
         iv = np.asarray(list(inview), dtype=np.int64)
         cl = np.asarray(list(clicked), dtype=np.int64)
-        return self.live.record(iv, np.full(len(iv), t), cl, np.full(len(cl), t))
+        n = self.live.record(iv, np.full(len(iv), t), cl, np.full(len(cl), t))
+        if self.journal is not None and n:
+            self.journal.append(t, iv, cl)
+        return n
 
     def signals(self, article_ids: Iterable[int], impression_time: datetime | int | None = None,
                 names: tuple[str, ...] | None = None) -> SignalTable:

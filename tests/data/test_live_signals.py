@@ -101,3 +101,20 @@ def test_hand_computed_ctr_and_age():
 def test_transductive_mode_has_no_live_form():
     with pytest.raises(ConfigError, match="past events only"):
         LiveSignals(SignalOptions(window="split"))
+
+
+def test_the_journal_replays_what_was_recorded_and_skips_a_torn_last_line(tmp_path):
+    from mtnews.data.live_signals import EventJournal
+    from mtnews.errors import DataError
+
+    j = EventJournal(tmp_path / "events.jsonl")
+    assert [len(x) for x in j.read()] == [0, 0, 0, 0]
+    j.append(5, np.array([1, 2]), np.array([2]))
+    j.append(9, np.array([3]), np.array([], dtype=np.int64))
+    with open(j.path, "a") as f:
+        f.write('{"t": 11, "inview": [4]')  # a crash mid-write
+    iv_a, iv_t, cl_a, cl_t = j.read()
+    assert iv_a.tolist() == [1, 2, 3] and iv_t.tolist() == [5, 5, 9] and (cl_a.tolist(), cl_t.tolist()) == ([2], [5])
+    (tmp_path / "bad.jsonl").write_text('{"t": 1, "inview": [1], "clicked": []}\n{"t": "x", "inview": [], "clicked": []}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2 is not an event record"):
+        EventJournal(tmp_path / "bad.jsonl").read()

@@ -254,3 +254,22 @@ def test_a_pinned_rfc3339_clock(served_run):
                                device="cpu")
     assert rec.clock() == to_us(datetime(2023, 5, 30, 10)) and rec.num_users == 0
     assert rec.live.recorded == 0  # no logs given: counters start empty
+
+
+def test_events_posted_before_a_restart_are_recovered_from_the_journal(engine, tmp_path):
+    from mtnews.data.live_signals import EventJournal
+
+    def fresh():
+        return Recommender(engine.run, engine.articles, engine.histories, index=False, clock=engine.clock(),
+                           signals=LiveSignals(engine.live.options, engine.live.articles),
+                           journal=EventJournal(tmp_path / "events.jsonl"))
+
+    first = fresh()
+    ids = [int(a) for a in engine.articles.article_ids[2:6]]
+    t = engine.clock()
+    first.record_events(ids, ids[:1], impression_time=t - 2 * H)
+    first.record_events(ids[1:], [], impression_time=t - H // 2)
+    before = first.signals(ids, t).matrix()
+    again = fresh()  # the restart
+    np.testing.assert_array_equal(again.signals(ids, t).matrix(), before)
+    assert again.signals(ids, t)["inviews_1h"].tolist() == [0, 1, 1, 1]

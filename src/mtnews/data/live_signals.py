@@ -19,14 +19,19 @@ recent events plus one row per live article, however long the server runs. A que
 back that a window reaches before the kept events (t < newest - lateness) is refused
 (`BeforeHorizon`) rather than answered wrongly.
 
+Events posted to a server survive a restart through an `EventJournal`: an append-only JSON-lines file that
+the server writes as it records and replays at start-up after the logs.
+
 Cost: kept events live in a sorted `SignalIndex`; new events go to a small unsorted tail, which a query
 indexes on its own (it is at most `tail_max` events) and which merges into the sorted part when full.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -251,11 +256,55 @@ class LiveSignals:
         return compute_signals(self, self.articles, ids, t, names)
 
 
+class EventJournal:
+    """An append-only JSON-lines file of recorded events, one impression a line:
+    `{"t": microseconds, "inview": [article ids], "clicked": [article ids]}`.
+
+    A line is written whole and flushed before the request is answered; a crash can only leave a last line
+    without its newline, which `read` skips (that request was never answered). Any other bad line is a
+    DataError naming the file and line.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_file():
+            raise DataError(f"{self.path}: is not a file, expected the events journal (JSON lines)")
+        self._lock = threading.Lock()
+
+    def append(self, t_us: int, inview: np.ndarray, clicked: np.ndarray) -> None:
+        line = json.dumps({"t": int(t_us), "inview": [int(x) for x in inview], "clicked": [int(x) for x in clicked]})
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(in-view ids, their times, click ids, their times) of every complete line; empty without a file."""
+        iv_a, iv_t, cl_a, cl_t = [], [], [], []
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as f:
+                for n, line in enumerate(f, start=1):
+                    if not line.endswith("\n"):
+                        break  # the last write of a crashed server: never acknowledged
+                    try:
+                        rec = json.loads(line)
+                        t = rec["t"]
+                        lists = [rec["inview"], rec["clicked"]]
+                        if type(t) is not int or not all(isinstance(x, list) and all(type(a) is int for a in x)
+                                                          for x in lists):
+                            raise ValueError("wrong types")
+                    except (ValueError, KeyError, TypeError) as e:
+                        raise DataError(f"{self.path}: line {n} is not an event record ({e}), expected "
+                                        f'{{"t": microseconds, "inview": [ids], "clicked": [ids]}}') from None
+                    iv_a += lists[0]
+                    iv_t += [t] * len(lists[0])
+                    cl_a += lists[1]
+                    cl_t += [t] * len(lists[1])
+        return tuple(np.array(x, dtype=np.int64) for x in (iv_a, iv_t, cl_a, cl_t))
+
+
 def startup_parts(root, split: str, with_split_log: bool = True) -> list[LogPart]:
     """The logs a server seeds its counters with: train (when `root` has it) and `split`, as `SplitSignals`
     counts them; without `with_split_log`, only the split's history (its impressions are to be replayed)."""
-    from pathlib import Path
-
     from mtnews.data.layout import split_paths
     from mtnews.data.signals import _read_part
 

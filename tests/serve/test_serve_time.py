@@ -273,3 +273,21 @@ def test_events_posted_before_a_restart_are_recovered_from_the_journal(engine, t
     again = fresh()  # the restart
     np.testing.assert_array_equal(again.signals(ids, t).matrix(), before)
     assert again.signals(ids, t)["inviews_1h"].tolist() == [0, 1, 1, 1]
+
+
+def test_the_schema_declares_the_new_routes_bounds_and_errors(tc, app):
+    spec = tc.get("/openapi.json").json()
+    max_list = app.state.max_list
+    for path in ("/v1/users/{user_id}/similar-users", "/v1/articles/{article_id}/similar"):
+        op = spec["paths"][path]["get"]
+        k = next(p for p in op["parameters"] if p["name"] == "k")["schema"]
+        assert (k["minimum"], k["maximum"], k["default"]) == (1, max_list, 10)
+        assert {"404", "422"} <= set(op["responses"])
+    schemas = spec["components"]["schemas"]
+    for name, field in (("EventsRequest", "inview"), ("EventsRequest", "clicked"), ("SignalsRequest", "article_ids")):
+        assert schemas[name]["properties"][field]["maxItems"] == max_list
+    for name in ("RankRequest", "RecommendRequest", "EventsRequest", "SignalsRequest"):
+        t = next(s for s in schemas[name]["properties"]["impression_time"]["anyOf"] if s.get("type") == "string")
+        assert t["format"] == "date-time"
+    assert "409" in spec["paths"]["/v1/signals"]["post"]["responses"]
+    assert "409" in spec["paths"]["/v1/events"]["post"]["responses"]

@@ -236,7 +236,8 @@ class Recommender:
                  cache_size: int = 10_000, recent: int = 100, batch_size: int = 256, source: str | None = None,
                  signals: LiveSignals | None = None, index: FreshIndex | bool = True,
                  index_params: IndexParams = IndexParams(), max_age_hours: float = DEFAULT_MAX_AGE_HOURS,
-                 clock: Callable[[], int] | datetime | int | None = None, journal: EventJournal | None = None):
+                 clock: Callable[[], int] | datetime | int | None = None, journal: EventJournal | None = None,
+                 max_added: int = 100_000):
         self.run = run
         self.model = run.model.eval()
         self.cfg = run.cfg
@@ -287,6 +288,9 @@ class Recommender:
         if journal is not None:  # events posted before a restart, after the logs the counters start from
             self.live.record(*journal.read())
         self.added: OrderedDict[int, _Added] = OrderedDict()
+        if max_added < 0:
+            raise ConfigError(f"max_added must be >= 0, got {max_added}")
+        self.max_added = max_added  # run-time articles kept (the earliest published go first)
         self._added_lock = threading.RLock()
         self._users_normed: torch.Tensor | None = None
         self._articles_normed: torch.Tensor | None = None
@@ -686,6 +690,13 @@ class Recommender:
             self.live.add_articles(ids, pub)
             if self.index is not None:
                 self.index.add(ids, pub, vecs)
+            over = len(self.added) - self.max_added
+            if over > 0:
+                gone = sorted(self.added, key=lambda a: (self.added[a].published_us, a))[:over]
+                for a in gone:
+                    del self.added[a]
+                if self.index is not None:
+                    self.index.remove(np.array(gone, dtype=np.int64))
             self._articles_normed = None
 
     def _any_info(self, article_id: int) -> ArticleInfo:

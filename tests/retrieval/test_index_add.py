@@ -51,3 +51,31 @@ def test_shards_without_new_articles_keep_their_faiss_index():
     assert [after[n] is before[n] for n in (1, 2, 3)] == [True, True, True] and 4 in after and 4 not in before
     got, _ = index.retrieve(vecs[0], 5 * H, 2 * H, 40)  # the window [3 h, 5 h): shard 3 and the new article
     assert sorted(i for i in got[0].tolist() if i >= 0) == list(range(21, 31)) + [100]
+
+
+def test_removed_articles_are_gone_as_if_never_added():
+    rng = np.random.default_rng(3)
+    n, d = 300, 8
+    ids = np.arange(500, 500 + n, dtype=np.int64)
+    pub = rng.integers(1, 5 * H, n).astype(np.int64)
+    vecs = rng.normal(size=(n, d)).astype(np.float32)
+    params = IndexParams(shard_hours=1.0, exact_below=0)
+    index = FreshIndex.build(ids, pub, vecs, params)
+    gone = rng.choice(ids, 80, replace=False)
+    before = {s.number: s.index for s in index.shards}
+    assert index.remove(np.r_[gone, 1, 2]) == 80 and index.remove(gone[:3]) == 0
+    keep = ~np.isin(ids, gone)
+    ref = FreshIndex.build(ids[keep], pub[keep], vecs[keep], params)
+    np.testing.assert_array_equal(index.pool.article_ids, ref.pool.article_ids)
+    np.testing.assert_array_equal(index.vectors_of(0, len(index)), ref.vectors_of(0, len(ref)))
+    q = rng.normal(size=(10, d)).astype(np.float32)
+    t = rng.integers(2 * H, 6 * H, 10)
+    np.testing.assert_array_equal(index.retrieve(q, t, 3 * H, 20)[0], ref.retrieve(q, t, 3 * H, 20)[0])
+    # Only the shard that loses a row is rebuilt; removing everything leaves an empty index.
+    mid = {s.number: s.index for s in index.shards}
+    assert index.remove(index.pool.article_ids[(index.pool.published_us // H) == 2][:1]) == 1
+    after = {s.number: s.index for s in index.shards}
+    assert [after[k] is mid[k] for k in sorted(mid)] == [k != 2 for k in sorted(mid)]
+    assert set(before) == set(mid)
+    assert index.remove(ids) == len(ref) - 1 and len(index) == 0 and index.shards == []
+    assert (index.retrieve(q, t, 3 * H, 5)[0] == -1).all()

@@ -291,3 +291,20 @@ def test_the_schema_declares_the_new_routes_bounds_and_errors(tc, app):
         assert t["format"] == "date-time"
     assert "409" in spec["paths"]["/v1/signals"]["post"]["responses"]
     assert "409" in spec["paths"]["/v1/events"]["post"]["responses"]
+
+
+def test_run_time_articles_are_bounded_the_earliest_published_leave_first(engine):
+    from mtnews.recommender import UnknownArticles
+
+    rec = Recommender(engine.run, engine.articles, engine.histories, clock=engine.clock(), max_added=2,
+                      signals=LiveSignals(engine.live.options, engine.live.articles))
+    t = engine.clock()
+    n0 = len(rec.index)
+    for k, hours in enumerate((3, 1, 2)):
+        rec.rank([], [{"article_id": 8_000_000 + k, "title": f"run-time article {k}",
+                       "published_time": EPOCH + timedelta(microseconds=t - hours * H)}])
+    assert sorted(rec.added) == [8_000_001, 8_000_002] and len(rec.index) == n0 + 2
+    assert rec.index.pool.rows(np.array([8_000_000]))[0] == -1
+    with pytest.raises(UnknownArticles):
+        rec.similar_articles(8_000_000)
+    assert len(rec.similar_articles(8_000_001, k=400)) == rec.num_articles + 1

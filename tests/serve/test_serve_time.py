@@ -123,7 +123,22 @@ def test_similar_articles_are_the_nearest_by_cosine(engine, tc):
     assert tc.get(f"/v1/articles/{ids[q]}/similar", params={"k": 10_000}).status_code == 422
 
 
-def test_articles_supplied_at_run_time_enter_the_index_and_the_neighbours(engine, tc):
+@pytest.fixture
+def own_engine(engine):
+    """An engine of its own (index, signals), for tests that add articles: the shared one stays as loaded."""
+    return Recommender(engine.run, engine.articles, engine.histories, clock=engine.clock(), source=engine.source,
+                       signals=LiveSignals(engine.live.options, engine.live.articles))
+
+
+def test_articles_supplied_at_run_time_enter_the_index_and_the_neighbours(own_engine):
+    from mtnews.serve.app import create_app
+
+    engine = own_engine
+    with TestClient(create_app(engine)) as tc:
+        supplied_then_recommended(engine, tc)
+
+
+def supplied_then_recommended(engine, tc):
     user = engine.users(2, 1)[0]
     t = engine.clock()
     new_id = 9_000_001
@@ -293,12 +308,12 @@ def test_the_schema_declares_the_new_routes_bounds_and_errors(tc, app):
     assert "409" in spec["paths"]["/v1/events"]["post"]["responses"]
 
 
-def test_run_time_articles_are_bounded_the_earliest_published_leave_first(engine):
+def test_run_time_articles_are_bounded_the_earliest_published_leave_first(own_engine):
     from mtnews.recommender import UnknownArticles
 
-    rec = Recommender(engine.run, engine.articles, engine.histories, clock=engine.clock(), max_added=2,
-                      signals=LiveSignals(engine.live.options, engine.live.articles))
-    t = engine.clock()
+    rec = own_engine
+    rec.max_added = 2
+    t = rec.clock()
     n0 = len(rec.index)
     for k, hours in enumerate((3, 1, 2)):
         rec.rank([], [{"article_id": 8_000_000 + k, "title": f"run-time article {k}",

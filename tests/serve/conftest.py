@@ -28,7 +28,9 @@ def served_run(tmp_path_factory, small_synth, tiny_bert) -> Path:
 def engine(served_run, small_synth):
     from mtnews.recommender import Recommender
 
-    return Recommender.from_run(served_run, small_synth, "validation", device="cpu", cache_size=100)
+    # Historical data: the clock is pinned to the log's last impression, so fresh pools are not empty.
+    return Recommender.from_run(served_run, small_synth, "validation", device="cpu", cache_size=100,
+                                clock="last-impression")
 
 
 @pytest.fixture(scope="session")

@@ -90,24 +90,32 @@ def test_empty_history_is_the_cold_start_user_of_evaluate(client, reference):
     _check_against(r.json()["results"], cands, ref[a:b])
 
 
+def fresh_unread(engine, user, t_us, max_age_us):
+    """The fresh pool by brute force: published in [t - max_age, t), not in the user's history."""
+    a = engine.articles
+    read = {h.article_id for h in engine.user_history(user)}
+    return {int(a.article_ids[i]) for i in range(2, len(a)) if t_us - max_age_us <= a.published_us[i] < t_us
+            and int(a.article_ids[i]) not in read}
+
+
 def test_top_k_and_default_candidates(client, engine):
     user = engine.users(0, 1)[0]
     r = client.post(f"/v1/users/{user}/recommend", json={"top_k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["default_candidates"] is True and body["candidates"] == engine.recent
+    pool = fresh_unread(engine, user, engine.clock(), engine.max_age_us)
+    assert 5 < len(pool) < engine.recent  # the whole fresh pool is retrieved, then re-ranked
+    assert body["default_candidates"] is True and body["candidate_source"] == "index"
+    assert body["candidates"] == len(pool)
     assert len(body["results"]) == 5
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    clicked = {h["article_id"] for h in client.get(f"/v1/users/{user}").json()["history"]}
-    assert not clicked & {x["article_id"] for x in body["results"]}, "default candidates exclude clicked articles"
     # No body at all is the same request as an empty JSON object.
     full = client.post(f"/v1/users/{user}/recommend").json()
-    assert full["results"][:5] == body["results"] and len(full["results"]) == engine.recent
-    # Default candidates are the newest articles.
-    pub = engine.articles.published_us
-    newest = {int(engine.articles.article_ids[i]) for i in np.argsort(-pub[2:])[: engine.recent + 50] + 2}
-    assert {x["article_id"] for x in full["results"]} <= newest
+    assert full["results"][:5] == body["results"] and {x["article_id"] for x in full["results"]} == pool
+    # The re-rank is the one kernel: the same scores as ranking the pool as explicit candidates.
+    explicit = client.post(f"/v1/users/{user}/recommend", json={"candidates": sorted(pool)}).json()
+    assert explicit["results"] == full["results"] and explicit["candidate_source"] == "candidates"
 
 
 def test_unknown_ids_are_404_and_listed(client, engine):

@@ -45,9 +45,18 @@ def largest_valid_body(max_list: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def contract_server(engine):
-    """The tiny model behind its own app (own limits and counters), on a loopback port."""
+    """The tiny model behind its own app (own limits and counters), on a loopback port.
+
+    Its own engine too: schemathesis posts events and run-time articles, which change an engine's live
+    signals and index, and other tests check those of the shared one against references.
+    """
+    from mtnews.data.live_signals import LiveSignals
+    from mtnews.recommender import Recommender
     from mtnews.serve.app import create_app
     from mtnews.serve.server import BackgroundServer
+
+    engine = Recommender(engine.run, engine.articles, engine.histories, source=engine.source, clock=engine.clock(),
+                         signals=LiveSignals(engine.live.options, engine.live.articles))
 
     # A schema cannot carry a byte limit (JSON allows any amount of whitespace), so a 413 stays possible
     # for a schema-valid request; with this limit, none that schemathesis can generate reaches it.

@@ -89,7 +89,8 @@ def export_embeddings(run: str | Path, data: str | Path, split: str, out: str | 
             check_published(paths.articles)
         except DataError as e:
             raise DataError(f"{e} (the retrieval index partitions by it); export without an index with --no-index") from None
-    rec = rec if rec is not None else Recommender.from_run(run, data, split, device=device, cache_size=0)
+    rec = rec if rec is not None else Recommender.from_run(run, data, split, device=device, cache_size=0,
+                                                             index=False, seed_signals=False)
     articles = rec.articles
     fingerprint = rec.run.fingerprint()
     meta = {FINGERPRINT_KEY: fingerprint.encode(), b"mtnews.run": str(rec.run.dir).encode(),

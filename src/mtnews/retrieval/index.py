@@ -139,6 +139,67 @@ class FreshIndex:
         self.__init__(self.pool.drop_first(gone), shards, self.params, self.dim, self.fingerprint)
         return gone
 
+    def add(self, article_ids: np.ndarray, published_us: np.ndarray, vectors: np.ndarray) -> int:
+        """Index more articles (e.g. ones a server is sent at run time); returns how many were new.
+
+        Ids already indexed and articles without a publication time (0) are skipped. Rows stay in
+        publication order, so only the shards that gain articles are rebuilt; the others keep their
+        faiss index as is (their rows only shift).
+        """
+        ids = np.asarray(article_ids, dtype=np.int64)
+        pub = np.asarray(published_us, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        _, first = np.unique(ids, return_index=True)
+        fresh = np.zeros(len(ids), dtype=bool)
+        fresh[first] = True
+        fresh &= (self.pool.rows(ids) < 0) & (pub != 0)
+        if fresh.any():
+            self._rebuild(np.ones(len(self.pool), dtype=bool), ids[fresh], pub[fresh], vectors[fresh])
+        return int(fresh.sum())
+
+    def remove(self, article_ids: np.ndarray) -> int:
+        """Drop these articles (ids not indexed are ignored); only the shards that lose rows are rebuilt."""
+        rows = self.pool.rows(np.asarray(article_ids, dtype=np.int64))
+        rows = np.unique(rows[rows >= 0])
+        if len(rows):
+            keep = np.ones(len(self.pool), dtype=bool)
+            keep[rows] = False
+            self._rebuild(keep, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                          np.zeros((0, self.dim), dtype=np.float32))
+        return int(len(rows))
+
+    def _rebuild(self, keep: np.ndarray, ids: np.ndarray, pub: np.ndarray, vectors: np.ndarray) -> None:
+        """The index of the kept rows plus new ones, rebuilding only the shards whose rows change."""
+        shard_us = self.params.shard_us
+        old_number = self.pool.published_us // shard_us
+        touched = set((pub // shard_us).tolist()) | set(old_number[~keep].tolist())
+        old = {s.number: (s, self._views[i]) for i, s in enumerate(self.shards)}
+        kept = np.flatnonzero(keep)
+        all_ids = np.concatenate([self.pool.article_ids[kept], ids])
+        pool, order = PoolTable.from_articles(all_ids, np.concatenate([self.pool.published_us[kept], pub]))
+        src_all = np.full(len(order), -1, dtype=np.int64)  # each new row's old row, or -1 for an added article
+        was = order < len(kept)
+        src_all[was] = kept[order[was]]
+        number = pool.published_us // shard_us
+        starts = np.flatnonzero(np.r_[True, np.diff(number) != 0]) if len(pool) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(pool)]
+        shards = []
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            n = int(number[a])
+            if n in touched:
+                # Old rows' vectors come from their shard's stored copy; new ones from `vectors`.
+                src = src_all[a:b]
+                is_new = src < 0
+                rows = np.empty((b - a, self.dim), dtype=np.float32)
+                rows[is_new] = vectors[order[a:b][is_new] - len(kept)]
+                if (~is_new).any():
+                    prev_shard, prev_view = old[n]
+                    rows[~is_new] = prev_view[src[~is_new] - prev_shard.start]
+                shards.append(Shard(n, a, _build_shard(rows, self.params)))
+            else:
+                shards.append(Shard(n, a, old[n][0].index))
+        self.__init__(pool, shards, self.params, self.dim, self.fingerprint)
+
     def save(self, folder: str | Path) -> None:
         """Write the index folder atomically: index.json, rows.parquet and shard-<number>.faiss files."""
         faiss = _faiss()
@@ -242,6 +303,8 @@ class FreshIndex:
             flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
             exclude = Exclusions.from_pairs(owner, self.pool.rows(flat))
         scores, rows = self.search(user_vectors, times, max_age_us, k, exclude)
+        if len(self.pool) == 0:  # an empty index (everything removed): no row to look an id up for
+            return np.full(rows.shape, -1, dtype=np.int64), scores
         return np.where(rows >= 0, self.pool.article_ids[np.maximum(rows, 0)], -1), scores
 
     def _search_shard(self, j: int, queries: np.ndarray, qs: np.ndarray, k: int, exclude: Exclusions):

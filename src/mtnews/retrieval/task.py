@@ -169,7 +169,7 @@ def retrieve_split(data: str | Path, split: str = "validation", *, run: str | Pa
     if scorer == "model":
         from mtnews.recommender import Recommender
 
-        rec = Recommender.from_run(run, data, split, device=device, cache_size=0)
+        rec = Recommender.from_run(run, data, split, device=device, cache_size=0, index=False, seed_signals=False)
         published = _published(rec.articles, paths.articles)
         fingerprint = rec.run.fingerprint()
         start = time.perf_counter()

@@ -13,6 +13,7 @@ serialises only the model calls.
 """
 
 import logging
+import math
 from importlib import resources
 from typing import Annotated, Any
 
@@ -23,12 +24,13 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtnews import __version__
-from mtnews.recommender import (ArticleInfo, InvalidRequest, Ranking, Recommender, SuppliedArticle,
-                                UnknownArticles, UnknownUser)
+from mtnews.recommender import (ArticleInfo, InvalidRequest, InvalidTime, Ranking, Recommender, SuppliedArticle,
+                                UnknownArticles, UnknownUser, utc_datetime)
 from mtnews.serve.limits import BodyLimitMiddleware
 from mtnews.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from mtnews.serve.schemas import (ID_MAX, ArticleOut, ErrorOut, Health, RankedArticle, RankResponse,
-                                  RecommendResponse, UserOut, UsersResponse, request_models)
+from mtnews.serve.schemas import (ID_MAX, ArticleOut, ErrorOut, EventsResponse, Health, RankedArticle, RankResponse,
+                                  RecommendResponse, SignalsResponse, SimilarArticle, SimilarArticlesResponse,
+                                  SimilarUser, SimilarUsersResponse, UserOut, UsersResponse, request_models)
 
 log = logging.getLogger("mtnews.serve")
 
@@ -39,7 +41,8 @@ MAX_USERS_PAGE = 1000
 # limit checks Content-Length before routing), so every operation declares them.
 ERROR_MEANING = {
     400: "malformed JSON body, or an invalid Content-Length header",
-    409: "contradictory entries in the request: one article_id supplied twice with different fields",
+    409: "contradictory entries in the request (one article_id supplied twice with different fields), an "
+         "impression_time before what the live time signals still hold, or events after the server's clock",
     413: "request body over the server's --max-body-bytes",
     415: "a body that is not JSON (Content-Type)",
     422: "the request fails validation; `errors` lists every problem",
@@ -101,6 +104,7 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
     article_examples = {"examples": [known[-1]]} if known else {}
     models = request_models(max_list, known)
     RankRequest, RecommendRequest = models.rank, models.recommend
+    EventsRequest, SignalsRequest = models.events, models.signals
     metrics = metrics or Metrics()
     page = _page()
 
@@ -173,6 +177,12 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
         # a conflict within the request, 409, so that 422 keeps meaning "the schema rejects this".
         return _error(409, str(exc))
 
+    @app.exception_handler(InvalidTime)
+    async def on_invalid_time(request: Request, exc: InvalidTime) -> JSONResponse:
+        # A well-formed time the server's state cannot answer for (its counters have moved past it):
+        # a conflict with that state, not a schema violation.
+        return _error(409, str(exc))
+
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this response, so uvicorn logs the traceback and then drops the
@@ -187,10 +197,10 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
                                    "nor supplied in `articles` (listed in unknown_ids)"),
               summary="Rank candidates for a given click history")
     def rank(body: RankRequest) -> RankResponse:  # type: ignore[valid-type]
-        supplied = [SuppliedArticle(a.article_id, a.title, a.category_str) for a in body.articles]
-        r = engine.rank(body.history, body.candidates, body.top_k, supplied)
+        supplied = [SuppliedArticle(a.article_id, a.title, a.category_str, a.published_time) for a in body.articles]
+        r = engine.rank(body.history, body.candidates, body.top_k, supplied, body.impression_time)
         return RankResponse(results=_results(r), candidates=r.candidates, history_used=r.history_used,
-                            encoded_titles=r.encoded_titles)
+                            encoded_titles=r.encoded_titles, impression_time=utc_datetime(r.impression_time))
 
     @app.post("/v1/users/{user_id}/recommend", response_model=RecommendResponse,
               responses=_responses(415, 422, not_found="user not in the split's history.parquet (user_id), "
@@ -202,10 +212,53 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
     ) -> RecommendResponse:
         candidates = body.candidates if body is not None else None
         top_k = body.top_k if body is not None else None
-        r = engine.recommend(user_id, candidates, top_k)
+        r = engine.recommend(user_id, candidates, top_k, body.impression_time if body is not None else None)
         return RecommendResponse(user_id=user_id, default_candidates=candidates is None, results=_results(r),
                                  candidates=r.candidates, history_used=r.history_used,
-                                 encoded_titles=r.encoded_titles)
+                                 encoded_titles=r.encoded_titles, impression_time=utc_datetime(r.impression_time),
+                                 candidate_source=r.source)
+
+    @app.get("/v1/users/{user_id}/similar-users", response_model=SimilarUsersResponse, tags=["neighbours"],
+             responses=_responses(422, not_found="user not in the split's history.parquet (user_id)"),
+             summary="The nearest users by user vector, among the users with a history")
+    def similar_users(user_id: Annotated[int, Path(ge=0, le=ID_MAX, **user_examples)],
+                      k: Annotated[int, Query(ge=1, le=max_list, description="how many neighbours")] = 10
+                      ) -> SimilarUsersResponse:
+        found = engine.similar_users(user_id, k)
+        return SimilarUsersResponse(user_id=user_id, results=[
+            SimilarUser(rank=i, user_id=n.id, similarity=n.similarity) for i, n in enumerate(found, start=1)])
+
+    @app.get("/v1/articles/{article_id}/similar", response_model=SimilarArticlesResponse, tags=["neighbours"],
+             responses=_responses(422, not_found="article neither in articles.parquet nor added at run time "
+                                  "(unknown_ids)"),
+             summary="The nearest articles by news vector (the catalogue and articles added at run time)")
+    def similar_articles(article_id: Annotated[int, Path(ge=0, le=ID_MAX, **article_examples)],
+                         k: Annotated[int, Query(ge=1, le=max_list, description="how many neighbours")] = 10
+                         ) -> SimilarArticlesResponse:
+        found = engine.similar_articles(article_id, k)
+        out = []
+        for i, n in enumerate(found, start=1):
+            a = engine.any_article(n.id)
+            out.append(SimilarArticle(rank=i, article_id=n.id, similarity=n.similarity, title=a.title,
+                                      category=a.category))
+        return SimilarArticlesResponse(article_id=article_id, results=out)
+
+    # --- time signals -------------------------------------------------------------------------------
+    @app.post("/v1/events", response_model=EventsResponse, tags=["signals"], responses=_responses(409, 415, 422),
+              summary="Record one impression's in-views and clicks in the live time signals")
+    def events(body: EventsRequest) -> EventsResponse:  # type: ignore[valid-type]
+        t = engine.impression_us(body.impression_time)
+        n = engine.record_events(body.inview, body.clicked, t)
+        return EventsResponse(recorded=n, impression_time=utc_datetime(t), kept_events=engine.live.kept_events)
+
+    @app.post("/v1/signals", response_model=SignalsResponse, tags=["signals"], responses=_responses(409, 415, 422),
+              summary="The time signals of articles at an impression time (as mtnews evaluate computes them)")
+    def signals(body: SignalsRequest) -> SignalsResponse:  # type: ignore[valid-type]
+        t = engine.impression_us(body.impression_time)
+        table = engine.signals(body.article_ids, t)
+        columns = {name: [None if math.isnan(v) else v for v in col.astype(float).tolist()]
+                   for name, col in table.columns.items()}
+        return SignalsResponse(impression_time=utc_datetime(t), window=table.window, columns=columns)
 
     @app.get("/v1/users", response_model=UsersResponse, tags=["lookup"], responses=_responses(422),
              summary="Known user ids")
@@ -221,12 +274,13 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
         return UserOut(user_id=user_id, history=history, history_size=engine.history_size)
 
     @app.get("/v1/articles/{article_id}", response_model=ArticleOut, tags=["lookup"],
-             responses=_responses(422, not_found="article not in articles.parquet"),
-             summary="One article of the dataset")
+             responses=_responses(422, not_found="article neither in articles.parquet nor added at run time"),
+             summary="One article of the dataset, or one added at run time")
     def article(article_id: Annotated[int, Path(ge=0, le=ID_MAX, **article_examples)]) -> ArticleOut:
-        a = engine.article(article_id)
+        a = engine.any_article(article_id)
         if a is None:
-            raise StarletteHTTPException(404, f"article {article_id} is not in articles.parquet")
+            raise StarletteHTTPException(404, f"article {article_id} is neither in articles.parquet nor added at "
+                                              f"run time")
         return _article_out(a)
 
     # --- operations ---------------------------------------------------------------------------------
@@ -255,6 +309,12 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
                 metrics.unexpected_validation_errors),
             "mtnews_startup_encode_seconds": ("gauge", "Time to encode all articles at start-up.",
                                               s["startup_encode_seconds"]),
+            "mtnews_index_articles": ("gauge", "Articles in the fresh-pool index.", s["index_articles"]),
+            "mtnews_added_articles": ("gauge", "Articles added at run time (supplied titles).", s["added_articles"]),
+            "mtnews_signal_events_recorded_total": ("counter", "Events counted by the live time signals.",
+                                                    s["signal_events_recorded"]),
+            "mtnews_signal_events_kept": ("gauge", "Events kept with their times.", s["signal_events_kept"]),
+            "mtnews_signal_live_articles": ("gauge", "Articles the live counters hold.", s["signal_live_articles"]),
         }
         return Response(metrics.render(gauges), media_type=CONTENT_TYPE)
 

@@ -7,10 +7,11 @@ silently ignored key. List limits depend on `--max-list`, so the request models 
 `request_models`; /openapi.json then carries the limits actually enforced.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
@@ -41,6 +42,50 @@ LocalDateTime = Annotated[datetime, WithJsonSchema({
     "type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$",
     "description": "local date and time as in articles.parquet (ISO 8601, no time zone)",
 })]
+
+RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+TIME_HELP = "an RFC 3339 date-time with its offset, e.g. 2023-05-25T07:20:35Z"
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 date-time string as an aware datetime (ValueError otherwise); see `_rfc3339`."""
+    out = _rfc3339(value)
+    assert isinstance(out, datetime)
+    return out
+
+
+def _rfc3339(value: object) -> object:
+    """An RFC 3339 date-time string (JSON Schema's "date-time": the offset is required) as an aware datetime.
+
+    Exactly the strings the published format allows are accepted, so the schema says which times the
+    server takes: a leap second (:60) is the next second, digits past microseconds are dropped.
+    """
+    if isinstance(value, datetime):  # from Python callers
+        return value
+    if not isinstance(value, str) or not (m := RFC3339.fullmatch(value)):
+        raise ValueError(f"expected {TIME_HELP}")
+    y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+    us = int(((m.group(7) or "") + "000000")[:6])
+    off = m.group(8)
+    try:
+        if off in ("Z", "z"):
+            tz = timezone.utc
+        else:
+            sign = -1 if off[0] == "-" else 1
+            tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[4:6])))
+        t = datetime(y, mo, d, h, mi, min(sec, 59), us, tzinfo=tz)
+        return t + timedelta(seconds=1) if sec == 60 else t
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"not a valid date and time ({e}); expected {TIME_HELP}") from None
+
+
+# Requests take zone-aware times; a dataset's own times have no zone and are read as UTC.
+RequestTime = Annotated[datetime, BeforeValidator(_rfc3339), WithJsonSchema({
+    "type": "string", "format": "date-time",
+    "description": f"{TIME_HELP}; the dataset's own times (no zone) count as UTC",
+})]
+ResponseTime = Annotated[datetime, WithJsonSchema({"type": "string", "format": "date-time",
+                                                   "description": "UTC (RFC 3339)"})]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS)]
 Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_CHARS)]
 
@@ -54,12 +99,17 @@ class SuppliedArticleIn(BaseModel):
     article_id: ArticleId
     title: Title
     category_str: Category | None = None
+    published_time: RequestTime | None = Field(
+        None, description="when it was published (for the fresh pool and its age); default: the request's "
+        "impression_time")
 
 
 @dataclass(frozen=True)
 class RequestModels:
     rank: type[BaseModel]
     recommend: type[BaseModel]
+    events: type[BaseModel]
+    signals: type[BaseModel]
     max_list: int
 
 
@@ -94,8 +144,10 @@ def request_models(max_list: int, article_ids: Sequence[int] = ()) -> RequestMod
         top_k: TopK | None = None
         articles: list[SuppliedArticleIn] = Field(
             default_factory=list, max_length=max_list,
-            description="titles for ids that the dataset does not know; encoded on the fly and cached",
+            description="titles for ids that the dataset does not know; encoded on the fly and cached; "
+            "those used enter the fresh-pool index",
         )
+        impression_time: RequestTime | None = Field(None, description=IMPRESSION_TIME)
 
     class RecommendRequest(BaseModel):
         """Optional body of /v1/users/{user_id}/recommend."""
@@ -103,11 +155,36 @@ def request_models(max_list: int, article_ids: Sequence[int] = ()) -> RequestMod
         model_config = STRICT
         candidates: list[ArticleId] | None = Field(
             None, min_length=1, max_length=max_list,
-            description="article ids to rank; default: the newest articles the user has not clicked",
+            description="article ids to rank; default: retrieved from the fresh pool (published in the "
+            "--max-age-hours before impression_time, unread) through the index, or without an index the "
+            "freshest unread articles",
         )
         top_k: TopK | None = None
+        impression_time: RequestTime | None = Field(None, description=IMPRESSION_TIME)
 
-    return RequestModels(RankRequest, RecommendRequest, max_list)
+    class EventsRequest(BaseModel):
+        """One impression's events for the live time signals: what was shown (in view) and clicked."""
+
+        model_config = STRICT
+        inview: list[ArticleId] = Field(default_factory=list, max_length=max_list,
+                                        description="article ids shown in view")
+        clicked: list[ArticleId] = Field(default_factory=list, max_length=max_list,
+                                         description="article ids clicked")
+        impression_time: RequestTime | None = Field(None, description="when they happened; default: the "
+                                                    "server's clock")
+
+    class SignalsRequest(BaseModel):
+        """Articles whose time signals to compute at one impression time."""
+
+        model_config = STRICT
+        article_ids: list[ArticleId] = Field(min_length=1, max_length=max_list)
+        impression_time: RequestTime | None = Field(None, description=IMPRESSION_TIME)
+
+    return RequestModels(RankRequest, RecommendRequest, EventsRequest, SignalsRequest, max_list)
+
+
+IMPRESSION_TIME = ("the time to rank for: the fresh pool, the articles' ages and their time signals; default: the "
+                   "server's clock (now, or pinned by `serve --clock`)")
 
 
 class ArticleOut(BaseModel):
@@ -130,11 +207,53 @@ class RankResponse(BaseModel):
     candidates: int = Field(description="how many candidates were scored")
     history_used: int = Field(description="clicks the user vector was built from")
     encoded_titles: int = Field(description="supplied titles encoded for this request (not found in the cache)")
+    impression_time: ResponseTime | None = Field(None, description="the time ranked for (null: outside years 1-9999)")
 
 
 class RecommendResponse(RankResponse):
     user_id: int
-    default_candidates: bool = Field(description="true when the candidates were the newest unclicked articles")
+    default_candidates: bool = Field(description="true when no candidates were given")
+    candidate_source: Literal["candidates", "index", "freshest"] = Field(
+        description="candidates: as given; index: retrieved from the fresh pool; freshest: the newest unread "
+        "articles (no index)")
+
+
+class SimilarUser(BaseModel):
+    rank: int = Field(description="1 = nearest")
+    user_id: int
+    similarity: float = Field(description="cosine of the two user vectors")
+
+
+class SimilarUsersResponse(BaseModel):
+    user_id: int
+    results: list[SimilarUser]
+
+
+class SimilarArticle(BaseModel):
+    rank: int = Field(description="1 = nearest")
+    article_id: int
+    similarity: float = Field(description="cosine of the two news vectors")
+    title: str
+    category: str | None
+
+
+class SimilarArticlesResponse(BaseModel):
+    article_id: int
+    results: list[SimilarArticle]
+
+
+class EventsResponse(BaseModel):
+    recorded: int = Field(description="events counted (in-views plus clicks)")
+    impression_time: ResponseTime | None
+    kept_events: int = Field(description="events still kept with their times (the others count in *_all only)")
+
+
+class SignalsResponse(BaseModel):
+    impression_time: ResponseTime | None
+    window: str = Field(description="the counting mode: past (strictly before impression_time)")
+    columns: dict[str, list[float | None]] = Field(
+        description="signal name -> one value per article id, as `mtnews evaluate` computes them (age_known "
+        "is 1 or 0; null where a value is unknown, e.g. age_h without a published_time)")
 
 
 class UsersResponse(BaseModel):

@@ -51,7 +51,8 @@ def parse_rates(spec, where: str) -> dict[str, list[float]]:
                 raise ConfigError(f"{where}: experiment.lr.{key}: expected positive learning rates, got {v!r}")
             rates.append(rate)
         if not rates or len(set(rates)) != len(rates):
-            raise ConfigError(f"{where}: experiment.lr.{key}: expected one rate or a list of distinct rates, got {value!r}")
+            raise ConfigError(f"{where}: experiment.lr.{key}: expected one rate or a list of distinct rates, "
+                              f"got {value!r}")
         out[key] = rates
     return out
 

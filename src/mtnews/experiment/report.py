@@ -96,7 +96,8 @@ def _row_rates(results: list[dict]) -> dict[str, str]:
     return out
 
 
-def _table1(rows: list[Row], not_applicable: dict[str, str] | None = None, rates: dict[str, str] | None = None) -> list[str]:
+def _table1(rows: list[Row], not_applicable: dict[str, str] | None = None,
+            rates: dict[str, str] | None = None) -> list[str]:
     rates = rates or {}
     out = ["| variant | seeds | lr | " + " | ".join(HEADERS[m] for m in METRICS) + " | s/step | samples/s | what |",
            "|---|---:|---:|" + "---:|" * len(METRICS) + "---:|---:|---|"]
@@ -243,7 +244,8 @@ def _rates_section(results: list[dict], ctx: ReportContext) -> list[str]:
 def _deltas(ctx: ReportContext) -> list[str]:
     pins = mtrec_pins(ctx.base, ctx.labels)
     out = ["`mtrec` = the base config with " + ", ".join(f"`{k}={v}`" for k, v in pins.items())
-           + "; every other trained variant = `mtrec` plus (besides its learning rate, above):", "", "| variant | change on mtrec |", "|---|---|"]
+           + "; every other trained variant = `mtrec` plus (besides its learning rate, above):", "",
+           "| variant | change on mtrec |", "|---|---|"]
     for v in ctx.variants:
         if VARIANTS[v].trained and v != "mtrec":
             na = f" (not run: {ctx.not_applicable[v]})" if v in ctx.not_applicable else ""

@@ -349,9 +349,9 @@ class Trainer:
                    mininterval=0.1 if sys.stderr.isatty() else 30.0,
                    desc="train" + self._stage_tag(), unit="step", dynamic_ncols=True)
         last_eval = None
-        if self.main and self.progress:
-            print(f"selection: best/ and early stopping on the {self.selected_on()}, "
-                  f"{self.holdout.fit.height} impressions train", file=sys.stderr)
+        if self.main:  # said even without a progress bar: the log must show what the run selects on
+            print(f"selection: best/ and early stopping on the {self.selected_on()}; training on the "
+                  f"{self.holdout.fit.height} impressions before the cutoff", file=sys.stderr)
         t_start = time.perf_counter()
         while self.step < self.total_steps and not self.stopped:
             if self.step == self.stage.end:

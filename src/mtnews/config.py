@@ -82,6 +82,16 @@ class StageConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """What `best/` and early stopping are chosen on: the last hours of the train log, never validation."""
+
+    holdout_hours: float = 24.0  # the train log's last hours, held out of training (the last day)
+    patience: int = 0  # stop after this many holdout evaluations without a new best; 0 = never stop early
+    # Also score validation at every evaluation point (a reporting-only curve; doubles the evaluation cost).
+    validation_curve: bool = False
+
+
+@dataclass
 class TrainConfig:
     surgery: str = "project-both"
     surgery_space: str = "params"
@@ -104,6 +114,7 @@ class TrainConfig:
     # Cache the frozen prefix's output (the hidden states entering layer model.freeze_layers) once per title.
     prefix_cache: bool = False
     stages: list[StageConfig] = field(default_factory=list)  # staged training; empty = one stage
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 @dataclass
@@ -130,7 +141,7 @@ class Config:
         positive = {
             "train.lr": t.lr, "train.head_lr": t.head_lr, "train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum,
             "train.epochs": t.epochs, "train.log_every": t.log_every, "train.checkpoint_every": t.checkpoint_every,
-            "model.max_title_length": m.max_title_length, "model.lora.r": m.lora.r, "model.lora.alpha": m.lora.alpha,
+            "train.selection.holdout_hours": t.selection.holdout_hours, "model.max_title_length": m.max_title_length, "model.lora.r": m.lora.r, "model.lora.alpha": m.lora.alpha,
             "data.history_size": d.history_size, "data.npratio": d.npratio, "data.eval_chunk": d.eval_chunk,
         }
         for key, v in positive.items():
@@ -141,7 +152,7 @@ class Config:
             "train.weight_decay": t.weight_decay, "train.max_grad_norm": t.max_grad_norm,
             "model.ner_groups": m.ner_groups, "data.eval_impressions": d.eval_impressions, "train.num_workers": t.num_workers,
             "tasks.category": self.tasks.category, "tasks.sentiment": self.tasks.sentiment, "tasks.ner": self.tasks.ner,
-            "tasks.subcategory": self.tasks.subcategory,
+            "tasks.subcategory": self.tasks.subcategory, "train.selection.patience": t.selection.patience,
         }
         for key, v in non_negative.items():
             if v < 0:

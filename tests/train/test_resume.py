@@ -100,7 +100,8 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(small_synth, tiny_b
     loss_cols = ["loss", "loss_main", "loss_category", "loss_sentiment", "cosine", "projected", "lr", "grad_norm"]
     assert [[r[c] for c in loss_cols] for r in rows] == [[r[c] for c in loss_cols] for r in ref_rows]
     evals, ref_evals = _rows(run_out / "eval.csv"), _rows(ref_out / "eval.csv")
-    assert [int(r["step"]) for r in evals] == [10, 20]
+    # the holdout (selection) at every evaluation, validation (reported) at the end
+    assert [(int(r["step"]), r["split"]) for r in evals] == [(10, "holdout"), (20, "holdout"), (20, "validation")]
     assert [r["auc"] for r in evals] == [r["auc"] for r in ref_evals]
 
 

@@ -30,10 +30,12 @@ class Split:
 
 
 def load_split(
-    root: str | Path, split: str, history_size: int = 30, articles: ArticleTable | None = None
+    root: str | Path, split: str, history_size: int = 30, articles: ArticleTable | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Split:
-    """Validate and load one split. Pass `articles` to share one article table across splits."""
+    """Validate and load one split. Pass `articles` to share one article table across splits, and `extra`
+    for optional behaviors columns to keep when present (e.g. `impression_time`)."""
     paths = split_paths(root, split)
     articles = articles if articles is not None else load_articles(paths.articles)
     histories = load_histories(paths.history, articles, history_size)
-    return Split(paths, articles, histories, read_behaviors(paths))
+    return Split(paths, articles, histories, read_behaviors(paths, extra))

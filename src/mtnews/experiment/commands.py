@@ -123,6 +123,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from mtnews.data.check import check_dataset
     from mtnews.data.layout import split_paths
     from mtnews.errors import ConfigError
+    from mtnews.experiment.rates import choose_rates
     from mtnews.experiment.report import ReportContext, write_report
     from mtnews.experiment.runner import load_result, plan_runs, run_all
     from mtnews.experiment.settings import DEFAULT_SEEDS, load_experiment_config, record_invocation
@@ -139,7 +140,7 @@ def _experiment(args: argparse.Namespace) -> int:
     dataset = check_dataset(data)  # fails fast on a broken dataset, before any training
     labels = labelled_tasks(split_paths(data, "train").articles)
     na = not_applicable(variants, labels)
-    runs = plan_runs(out, base, [v for v in variants if v not in na], seeds, labels)
+    runs = plan_runs(out, base, [v for v in variants if v not in na], seeds, labels, settings.get("lr"))
     out.mkdir(parents=True, exist_ok=True)
 
     extra = []
@@ -156,18 +157,22 @@ def _experiment(args: argparse.Namespace) -> int:
     else:
         console.print(f"experiment: {len(variants)} variants, {seeds} seed(s), {len(runs)} runs -> {out}")
         results = run_all(runs, data, base.train.device, RichListener(console))
+    every_run = results
+    results = choose_rates(results)  # per variant and seed, the grid's run with the best holdout AUC
+    chosen = {(r["variant"], r.get("seed"), r.get("lr")) for r in results}
     run_dirs: dict[str, list[Path]] = {}
     for s in runs:
-        if s.trained and s.finished():
+        if s.trained and s.finished() and (s.variant, s.seed, s.lr) in chosen:
             run_dirs.setdefault(s.variant, []).append(s.dir)
     source = f"`{args.config}`" if args.config else "defaults"
     if args.overrides:
         source += " with `" + " ".join(args.overrides) + "`"
-    invocations = record_invocation(out, time.perf_counter() - t0, len(results) - already, args.report_only,
+    invocations = record_invocation(out, time.perf_counter() - t0, len(every_run) - already, args.report_only,
                                     (load0, os.getloadavg()[0]))
     ctx = ReportContext(data=data, base=base, config_source=source, seeds=seeds, variants=variants,
                         dataset=dataset, wall_seconds=invocations[-1]["seconds"], planned=len(runs), extra=extra,
-                        invocations=invocations, labels=labels, not_applicable=na)
+                        invocations=invocations, labels=labels, not_applicable=na, rates=settings.get("lr") or {},
+                        every_run=every_run)
     write_report(out, results, run_dirs, ctx)
     if results:
         console.print(_summary_table(results))

@@ -52,6 +52,11 @@ def _column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps, dtype=int), np.array(vals, dtype=float)
 
 
+def holdout_rows(rows: list[dict]) -> list[dict]:
+    """eval.csv's selection-holdout rows (the curve every run has; validation rows are for reporting)."""
+    return [r for r in rows if r.get("split") == "holdout"]
+
+
 def seed_band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(steps, mean, min, max) over seeds, on the steps every seed logged (seeds share a step grid)."""
     series = [(s, v) for s, v in series if len(s)]
@@ -81,7 +86,7 @@ def _no_data(ax, text: str) -> None:
 
 
 def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impressions: int = 0) -> Path:
-    """Training loss and validation AUC vs step for full fine-tuning vs LoRA, mean line and min–max band."""
+    """Training loss and selection-holdout AUC vs step for full fine-tuning vs LoRA, mean line and min–max band."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     drawn_loss = drawn_auc = False
@@ -94,7 +99,7 @@ def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impre
             window = max(window, smoothing_window(len(loss)))
             losses.append((steps, smooth(loss, smoothing_window(len(loss)))))
         drawn_loss |= _band(ax1, losses, label, color)
-        aucs = [_column(read_csv(d / "eval.csv"), "auc") for d in dirs]
+        aucs = [_column(holdout_rows(read_csv(d / "eval.csv")), "auc") for d in dirs]
         drawn_auc |= _band(ax2, aucs, label, color, marker="o")
     for ax, drawn in ((ax1, drawn_loss), (ax2, drawn_auc)):
         ax.set_xlabel("optimizer step")
@@ -106,8 +111,8 @@ def plot_curves(run_dirs: dict[str, list[Path]], out_png: str | Path, eval_impre
     ax1.set_ylabel(f"training loss, weighted total\n(moving average, {window} steps)")
     ax1.set_title("Training loss")
     subset = f"first {eval_impressions} impressions" if eval_impressions else "all impressions"
-    ax2.set_ylabel("validation AUC")
-    ax2.set_title(f"Validation AUC during training ({subset})")
+    ax2.set_ylabel("selection-holdout AUC")
+    ax2.set_title(f"Holdout AUC during training ({subset})")
     fig.suptitle("Full fine-tuning vs LoRA (Figure 4 analogue)")
     fig.tight_layout()
     try:

@@ -13,10 +13,12 @@ from pathlib import Path
 from mtnews.config import Config
 from mtnews.experiment.stats import (METRICS, REFERENCE, SEED_CLAIM_AUC, Row, aggregate, differences,
                                      pooled_auc_std)
+from mtnews.experiment.rates import FULL_FINETUNE_LR, variant_rates
 from mtnews.experiment.variants import ALL_LABELS, ORDER, VARIANTS, mtrec_pins
 from mtnews.io import atomic_write_text
 
-CSV_FIELDS = ["variant", "seed", *METRICS, "impressions", "seconds", "steps", "sec_per_step", "samples_per_s", "resumed"]
+CSV_FIELDS = ["variant", "seed", "lr", "holdout_auc", "selected", *METRICS, "impressions", "seconds", "steps",
+              "sec_per_step", "samples_per_s", "resumed"]
 HEADERS = {"auc": "AUC", "mrr": "MRR", "ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10"}
 
 
@@ -34,6 +36,8 @@ class ReportContext:
     invocations: list[dict] = field(default_factory=list)  # every completed invocation, this one included
     labels: frozenset[str] = ALL_LABELS  # the auxiliary tasks the data has labels for
     not_applicable: dict[str, str] = field(default_factory=dict)  # variant -> why it was not run
+    rates: dict[str, list[float]] = field(default_factory=dict)  # experiment.lr (mtnews.experiment.rates)
+    every_run: list[dict] | None = None  # every finished run, grid runs not chosen included (None: the results)
 
 
 def _num(x, digits: int = 4) -> str:
@@ -50,33 +54,65 @@ def _duration(seconds: float) -> str:
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
-def results_csv(results: list[dict]) -> str:
+def _lr(x) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def _key(r: dict) -> tuple:
+    return r["variant"], r.get("seed"), r.get("lr")
+
+
+def results_csv(results: list[dict], every_run: list[dict] | None = None) -> str:
+    """One row per finished run: `selected` marks the runs in Table 1 (false: a grid rate not chosen)."""
+    chosen = {_key(r) for r in results}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
-    for r in results:
+    for r in every_run if every_run is not None else results:
         w.writerow({"variant": r["variant"], "seed": "" if r.get("seed") is None else r["seed"],
+                    "lr": "" if r.get("lr") is None else r["lr"],
+                    "holdout_auc": "" if r.get("holdout_auc") is None else r["holdout_auc"],
+                    "selected": _key(r) in chosen,
                     **{m: r["metrics"][m] for m in METRICS}, "impressions": r["metrics"].get("impressions", ""),
                     "seconds": r["seconds"], "steps": r.get("steps", 0), "sec_per_step": r.get("sec_per_step", ""),
                     "samples_per_s": r.get("samples_per_s", ""), "resumed": r.get("resumed", False)})
     return buf.getvalue()
 
 
-def _table1(rows: list[Row], not_applicable: dict[str, str] | None = None) -> list[str]:
-    out = ["| variant | seeds | " + " | ".join(HEADERS[m] for m in METRICS) + " | s/step | samples/s | what |",
-           "|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---|"]
+def _row_rates(results: list[dict]) -> dict[str, str]:
+    """Variant -> the learning rate(s) its rows used, with the grid they were chosen from."""
+    used: dict[str, list] = {}
+    grids: dict[str, list] = {}
+    for r in results:
+        if r.get("seed") is not None:
+            used.setdefault(r["variant"], []).append(r.get("lr"))
+            grids.setdefault(r["variant"], r.get("lr_grid") or [r.get("lr")])
+    out = {}
+    for v, lrs in used.items():
+        cell = ", ".join(_lr(x) for x in sorted(set(lrs), key=lambda x: (x is None, x)))
+        if len(grids[v]) > 1:
+            cell += " (of " + ", ".join(_lr(x) for x in grids[v]) + ")"
+        out[v] = cell
+    return out
+
+
+def _table1(rows: list[Row], not_applicable: dict[str, str] | None = None,
+            rates: dict[str, str] | None = None) -> list[str]:
+    rates = rates or {}
+    out = ["| variant | seeds | lr | " + " | ".join(HEADERS[m] for m in METRICS) + " | s/step | samples/s | what |",
+           "|---|---:|---:|" + "---:|" * len(METRICS) + "---:|---:|---|"]
     by = {r.variant: r for r in rows}
     na = not_applicable or {}
     for name in [v for v in ORDER if v in by or v in na]:
         if name not in by:
-            out.append(f"| {name} | – | " + " | ".join("n/a" for _ in METRICS)
+            out.append(f"| {name} | – | – | " + " | ".join("n/a" for _ in METRICS)
                        + f" | – | – | not applicable, not run: {na[name]} ({VARIANTS[name].description}) |")
             continue
         r = by[name]
         cells = [_pm(r.mean[m], r.std[m]) for m in METRICS]
         seeds = str(r.n) if r.trained else "–"
         name = f"**{r.variant}**" if r.variant == REFERENCE else r.variant
-        out.append(f"| {name} | {seeds} | " + " | ".join(cells)
+        out.append(f"| {name} | {seeds} | {rates.get(r.variant, '–')} | " + " | ".join(cells)
                    + f" | {_num(r.sec_per_step, 2)} | {_num(r.samples_per_s, 1)} | {VARIANTS[r.variant].description} |")
     return out
 
@@ -170,19 +206,46 @@ def _dataset(report: dict) -> list[str]:
 
 
 def _appendix(results: list[dict]) -> list[str]:
-    out = ["| variant | seed | " + " | ".join(HEADERS[m] for m in METRICS) + " | steps | s/step | run seconds |",
-           "|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|"]
+    out = ["| variant | seed | lr | holdout AUC | " + " | ".join(HEADERS[m] for m in METRICS)
+           + " | steps | s/step | run seconds |",
+           "|---|---:|---:|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|"]
     for r in results:
         seed = "–" if r.get("seed") is None else str(r["seed"])
-        out.append(f"| {r['variant']} | {seed} | " + " | ".join(_num(r["metrics"][m]) for m in METRICS)
+        out.append(f"| {r['variant']} | {seed} | {_lr(r.get('lr'))} | {_num(r.get('holdout_auc'))} | "
+                   + " | ".join(_num(r["metrics"][m]) for m in METRICS)
                    + f" | {r.get('steps', '–')} | {_num(r.get('sec_per_step'), 3)} | {r['seconds']:.1f} |")
+    return out
+
+
+def _rates_section(results: list[dict], ctx: ReportContext) -> list[str]:
+    trained = [v for v in ctx.variants if VARIANTS[v].trained and v not in ctx.not_applicable]
+    out = [f"Each trained variant trains its encoder at its own learning rate (`train.lr`; the heads and user "
+           f"encoder keep `train.head_lr` = {ctx.base.train.head_lr:g}). Defaults: a LoRA variant uses the base "
+           f"config's `train.lr` ({ctx.base.train.lr:g}); a variant without LoRA (full fine-tuning) uses "
+           f"{FULL_FINETUNE_LR:g}, the usual rate for fully fine-tuning BERT. `experiment.lr` overrides them with "
+           "one rate or a grid. With a grid every rate trains for every seed, and per seed the run with the best "
+           "selection-holdout AUC (train's last day, never validation) is the row's run.", "",
+           "| variant | rate(s) tried |", "|---|---|"]
+    for v in trained:
+        out.append(f"| {v} | " + ", ".join(_lr(x) for x in variant_rates(ctx.base, v, ctx.rates, ctx.labels)) + " |")
+    every = ctx.every_run if ctx.every_run is not None else results
+    chosen = {_key(r) for r in results}
+    grid = [r for r in every if r.get("seed") is not None and len(variant_rates(ctx.base, r["variant"], ctx.rates,
+                                                                                ctx.labels)) > 1]
+    if grid:
+        out += ["", "Every run of a grid (validation AUC shown for reference only: it played no part in the choice):",
+                "", "| variant | seed | lr | holdout AUC | validation AUC | chosen |", "|---|---:|---:|---:|---:|---|"]
+        for r in grid:
+            out.append(f"| {r['variant']} | {r['seed']} | {_lr(r.get('lr'))} | {_num(r.get('holdout_auc'))} | "
+                       f"{_num(r['metrics']['auc'])} | {'**yes**' if _key(r) in chosen else 'no'} |")
     return out
 
 
 def _deltas(ctx: ReportContext) -> list[str]:
     pins = mtrec_pins(ctx.base, ctx.labels)
     out = ["`mtrec` = the base config with " + ", ".join(f"`{k}={v}`" for k, v in pins.items())
-           + "; every other trained variant = `mtrec` plus:", "", "| variant | change on mtrec |", "|---|---|"]
+           + "; every other trained variant = `mtrec` plus (besides its learning rate, above):", "",
+           "| variant | change on mtrec |", "|---|---|"]
     for v in ctx.variants:
         if VARIANTS[v].trained and v != "mtrec":
             na = f" (not run: {ctx.not_applicable[v]})" if v in ctx.not_applicable else ""
@@ -203,11 +266,18 @@ def render_report(results: list[dict], ctx: ReportContext) -> str:
         "",
         "## Table 1: validation split, full in-view lists",
         "",
-        *_table1(rows, ctx.not_applicable),
+        *_table1(rows, ctx.not_applicable, _row_rates(results)),
         "",
         "Metrics are the mean ± sample std (ddof=1) over seeds; baselines do not depend on a seed and run once. "
-        "Each run is scored as `mtnews evaluate --run` scores it: its best weights by the validation AUC measured "
-        f"during training ({'first ' + str(k) if k else 'all'} validation impressions), else its final weights.",
+        "Each run is scored as `mtnews evaluate --run` scores it: its best weights by the AUC measured during "
+        f"training on the selection holdout (the last {ctx.base.train.selection.holdout_hours:g} h of the train "
+        f"log, held out of training; {'first ' + str(k) if k else 'all'} of its impressions), else its final "
+        "weights. Validation is never selected on. `lr`: the encoder learning rate of the row's runs "
+        "(see Learning rates).",
+        "",
+        "## Learning rates",
+        "",
+        *_rates_section(results, ctx),
         "",
         "## Differences to mtrec",
         "",
@@ -219,10 +289,11 @@ def render_report(results: list[dict], ctx: ReportContext) -> str:
         "",
         "## Figures",
         "",
-        "![Training loss and validation AUC, full fine-tuning vs LoRA](curves.png)",
+        "![Training loss and holdout AUC, full fine-tuning vs LoRA](curves.png)",
         "",
-        "`curves.png`: training loss (moving average) and validation AUC during training for full fine-tuning "
-        "(`no-lora`) and LoRA (`mtrec`): mean over seeds, band = min–max over seeds.",
+        "`curves.png`: training loss (moving average) and selection-holdout AUC during training for full "
+        "fine-tuning (`no-lora`) and LoRA (`mtrec`), each at its own learning rate: mean over seeds, band = "
+        "min–max over seeds.",
         "",
         "![Gradient cosine and projected share per surgery variant](conflicts.png)",
         "",
@@ -260,7 +331,7 @@ def write_report(exp_dir: Path, results: list[dict], run_dirs: dict[str, list[Pa
     """results.csv, curves.png, conflicts.png, then report.md (last, so a report always has its figures)."""
     from mtnews.experiment.plots import plot_conflicts, plot_curves
 
-    atomic_write_text(exp_dir / "results.csv", results_csv(results))
+    atomic_write_text(exp_dir / "results.csv", results_csv(results, ctx.every_run))
     plot_curves(run_dirs, exp_dir / "curves.png", ctx.base.data.eval_impressions)
     plot_conflicts({v: d for v, d in run_dirs.items() if VARIANTS[v].surgery}, exp_dir / "conflicts.png")
     atomic_write_text(exp_dir / "report.md", render_report(results, ctx))

@@ -5,7 +5,8 @@ Layout under EXP_DIR/runs/:
   <cf row>/seed-<s>/result.json     cf-user, cf-als, mtrec+cf: scored per seed (cf-user and mtrec+cf on
                                     mtrec/seed-<s>, cf-als with ALS seed s); nothing is trained for them
   <variant>/seed-<s>/               a training run directory (config.yaml, metrics.csv, eval.csv, final/, ...)
-  <variant>/seed-<s>/result.json    its validation metrics and timings, written last and atomically
+  <variant>/seed-<s>/result.json    its validation metrics, learning rate, holdout AUC and timings, written last
+  <variant>/lr-<rate>/seed-<s>/     the same, for each rate of a variant with a learning-rate grid
 
 A run is finished when result.json exists (and, for a trained run, final/): it is skipped. A trained run
 with final/ but no result.json is only evaluated; one with checkpoints resumes from the latest of them;
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import yaml
 
 from mtnews.config import Config, load_config
 from mtnews.errors import ConfigError
+from mtnews.experiment.rates import variant_rates
 from mtnews.experiment.variants import ALL_LABELS, VARIANTS, variant_config
 from mtnews.io import atomic_write_text
 from mtnews.train.logs import read_csv
@@ -43,6 +46,10 @@ class RunSpec:
     source: Path | None = None  # a CF row's mtrec run
 
     @property
+    def lr(self) -> float | None:
+        return self.cfg.train.lr if self.cfg is not None else None
+
+    @property
     def trained(self) -> bool:
         return self.cfg is not None
 
@@ -59,19 +66,28 @@ class RunSpec:
 
 
 def plan_runs(exp_dir: Path, base: Config, variants: list[str], seeds: int,
-              labels: frozenset[str] = ALL_LABELS) -> list[RunSpec]:
+              labels: frozenset[str] = ALL_LABELS, rates: dict[str, list[float]] | None = None) -> list[RunSpec]:
     """Baselines first (seconds each), then one pass over the variants per seed, so an interrupted
-    experiment already has a complete table for its first seeds. `labels`: the tasks the data has labels for."""
+    experiment already has a complete table for its first seeds. `labels`: the tasks the data has labels for;
+    `rates`: the experiment's `lr` settings (`mtnews.experiment.rates`), one run per rate of a variant's grid."""
     runs = [RunSpec(v, None, exp_dir / "runs" / v) for v in variants if not VARIANTS[v].trained and not VARIANTS[v].cf]
     for i in range(seeds):
         seed = base.train.seed + i
         for v in variants:
-            if VARIANTS[v].trained:
-                cfg = variant_config(base, v, i, labels)
-                runs.append(RunSpec(v, cfg.train.seed, exp_dir / "runs" / v / f"seed-{cfg.train.seed}", cfg))
-            elif VARIANTS[v].cf:  # after mtrec in table order, so that seed's mtrec run exists by then
-                source = exp_dir / "runs" / "mtrec" / f"seed-{seed}" if VARIANTS[v].on_mtrec else None
+            if VARIANTS[v].cf:  # after mtrec in table order, so that seed's mtrec run exists by then
+                # With an mtrec learning-rate grid, CF rows build on the grid's first rate (documented).
+                first = variant_rates(base, "mtrec", rates, labels)
+                mtrec_dir = exp_dir / "runs" / "mtrec" / (f"lr-{first[0]:g}" if len(first) > 1 else "")
+                source = mtrec_dir / f"seed-{seed}" if VARIANTS[v].on_mtrec else None
                 runs.append(RunSpec(v, seed, exp_dir / "runs" / v / f"seed-{seed}", source=source))
+                continue
+            if not VARIANTS[v].trained:
+                continue
+            grid = variant_rates(base, v, rates, labels)
+            for lr in grid:
+                cfg = variant_config(base, v, i, labels, lr)
+                where = exp_dir / "runs" / v / (f"lr-{lr:g}" if len(grid) > 1 else "")
+                runs.append(RunSpec(v, cfg.train.seed, where / f"seed-{cfg.train.seed}", cfg))
     return runs
 
 
@@ -92,7 +108,11 @@ def check_run_config(spec: RunSpec) -> None:
     path = spec.dir / "config.yaml"
     if not spec.trained or not path.is_file():
         return
-    diff = _config_diff(load_config(path).to_dict(), spec.cfg.to_dict())
+    saved = load_config(path)
+    if "selection" not in (yaml.safe_load(path.read_text()) or {}).get("train", {}):
+        raise ConfigError(f"{spec.dir}: was trained before runs chose best/ on the selection holdout (it chose on "
+                          f"validation, the split it reports); use a new --out, or delete that run to retrain it")
+    diff = _config_diff(saved.to_dict(), spec.cfg.to_dict())
     if diff:
         raise ConfigError(f"{spec.dir}: was trained with another config ({'; '.join(diff[:5])}); "
                           f"use a new --out, or delete that run to retrain it")
@@ -118,7 +138,7 @@ def step_timing(run_dir: Path, cfg: Config) -> dict:
 
 class Evaluator:
     """Scores finished runs and baselines on the validation split, as `mtnews evaluate --run/--scorer` does:
-    full in-view lists, a trained run's best-by-validation-AUC weights (else final)."""
+    full in-view lists, a trained run's best weights by its selection-holdout AUC (else final)."""
 
     def __init__(self, data: Path, device: str):
         from mtnews.data.articles import load_articles
@@ -191,7 +211,9 @@ def execute(spec: RunSpec, data: Path, evaluator: Evaluator) -> dict:
     result = {"variant": spec.variant, "seed": spec.seed, "metrics": metrics,
               "seconds": round(time.perf_counter() - t0, 2), "resumed": resumed}
     if spec.trained:
-        result.update(step_timing(spec.dir, spec.cfg))
+        summary = json.loads((spec.dir / "summary.json").read_text()) if (spec.dir / "summary.json").is_file() else {}
+        result.update(lr=spec.lr, holdout_auc=summary.get("best_auc"), selected_on=summary.get("selected_on"),
+                      **step_timing(spec.dir, spec.cfg))
     elif spec.seed is not None:  # a CF row: seeded like a trained row, but no step of its own
         result.update(steps=0, sec_per_step=float("nan"), samples_per_s=float("nan"))
     spec.dir.mkdir(parents=True, exist_ok=True)

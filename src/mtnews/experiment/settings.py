@@ -8,16 +8,18 @@ from pathlib import Path
 
 from mtnews.config import Config, load_config, merge_dicts, parse_overrides, read_yaml_mapping
 from mtnews.errors import ConfigError
+from mtnews.experiment.rates import parse_rates
 from mtnews.io import atomic_write_text
 
 DEFAULT_SEEDS = 3
-EXPERIMENT_KEYS = {"seeds", "variants"}
+EXPERIMENT_KEYS = {"seeds", "variants", "lr"}
 
 
 def load_experiment_config(path: str | None, overrides: list[str]) -> tuple[Config, dict]:
     """(base Config, experiment settings) from a YAML whose optional `experiment:` section holds
-    `seeds` (an integer) and `variants` (a comma-separated string or a list of names); every other key
-    is the training config, as for `mtnews train`."""
+    `seeds` (an integer), `variants` (a comma-separated string or a list of names) and `lr` (per-variant
+    learning rates or grids, `mtnews.experiment.rates`; returned parsed); every other key is the training
+    config, as for `mtnews train`."""
     if path is None:
         return load_config(None, overrides), {}
     p = Path(path)
@@ -33,6 +35,7 @@ def load_experiment_config(path: str | None, overrides: list[str]) -> tuple[Conf
                                      (isinstance(variants, list) and all(isinstance(v, str) for v in variants))):
         raise ConfigError(f"{p}: experiment.variants: expected a comma-separated string or a list of names, "
                           f"got {variants!r}")
+    settings = {**settings, "lr": parse_rates(settings.get("lr"), str(p))}
     try:
         cfg = load_config(None, merge_dicts(data, parse_overrides(overrides)) if overrides else data)
     except ConfigError as e:

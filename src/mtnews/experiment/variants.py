@@ -139,7 +139,15 @@ def variant_delta(base: Config, name: str, labels: frozenset[str] = ALL_LABELS) 
     return {**mtrec_pins(base, labels), **variant.delta}
 
 
-def variant_config(base: Config, name: str, seed_offset: int, labels: frozenset[str] = ALL_LABELS) -> Config:
-    """The full, validated training config of one run: variant delta plus train.seed = base seed + offset."""
+def variant_config(base: Config, name: str, seed_offset: int, labels: frozenset[str] = ALL_LABELS,
+                   lr: float | None = None) -> Config:
+    """The full, validated training config of one run: variant delta plus train.seed = base seed + offset,
+    and with `lr` (see `mtnews.experiment.rates`) the encoder learning rate train.lr."""
     delta = {**variant_delta(base, name, labels), "train.seed": base.train.seed + seed_offset}
+    if lr is not None:
+        overriding = [i for i, st in enumerate(base.train.stages) if st.lr is not None and st.lr != lr]
+        if overriding:  # a stage's own rate would silently replace the variant's
+            raise ConfigError(f"train.stages[{overriding[0]}].lr: {base.train.stages[overriding[0]].lr} would "
+                              f"replace variant {name}'s learning rate {lr}; drop the stage's lr in an experiment")
+        delta["train.lr"] = lr
     return load_config(None, merge_dicts(base.to_dict(), _nested(delta)))

@@ -5,7 +5,8 @@ RUN_DIR/checkpoints/step-N/
   optimizer.pt        AdamW state (tensors and numbers only; loaded with weights_only=True)
   scheduler.pt        LR scheduler state (weights_only=True)
   rng.safetensors     torch CPU (and CUDA) RNG state of every rank, and PCGrad's task-order generator
-  state.json          step, best validation AUC, world size, the training stage whose optimizer it holds
+  state.json          step, best selection-holdout AUC and early-stopping state, world size, the training
+                      stage whose optimizer it holds
 """
 
 from __future__ import annotations

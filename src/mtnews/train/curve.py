@@ -73,13 +73,18 @@ def plot_training_curve(run_dir: str | Path, out_png: str | Path, title: str | N
     ax1.set_title("Training loss")
     ax1.grid(alpha=0.3)
     if evals:
-        es = [int(r["step"]) for r in evals]
-        for key in ("auc", "mrr", "ndcg@10"):
-            ax2.plot(es, [float(r[key]) for r in evals], marker="o", label=key.upper())
-        ax2.legend()
+        # The holdout (selection) curve as lines; validation, scored for reporting only, as open markers.
+        styles = {"holdout": {"marker": "o"}, "validation": {"marker": "s", "linestyle": ":", "mfc": "none"}}
+        for split, style in styles.items():
+            part = [r for r in evals if r.get("split", "validation") == split]
+            if part:
+                es = [int(r["step"]) for r in part]
+                for color, key in zip(("C0", "C1", "C2"), ("auc", "mrr", "ndcg@10")):  # one colour per metric
+                    ax2.plot(es, [float(r[key]) for r in part], label=f"{split} {key.upper()}", color=color, **style)
+        ax2.legend(fontsize=8)
     ax2.set_xlabel("optimizer step")
-    ax2.set_ylabel("validation metric")
-    ax2.set_title("Validation (full in-view lists)")
+    ax2.set_ylabel("ranking metric")
+    ax2.set_title("Selection holdout and validation (full in-view lists)")
     ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

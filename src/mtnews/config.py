@@ -40,6 +40,9 @@ class ModelConfig:
     # heads and the projection train, on the [CLS] vector). The frozen prefix runs in eval mode.
     freeze_layers: int | str = 0
     projection: bool = False  # a trainable D x D linear map (identity at start) on top of [CLS]
+    # Dropout probability of every dropout in the encoder (hidden and attention); null keeps the checkpoint's.
+    # 0 keeps a staged run's LoRA stage seeing the same title vectors the frozen stage's heads were fit on.
+    encoder_dropout: float | None = None
     ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -160,6 +163,8 @@ class Config:
         freeze_depth(m.freeze_layers)
         if not 0 <= t.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+        if m.encoder_dropout is not None and not 0 <= m.encoder_dropout < 1:
+            raise ConfigError(f"model.encoder_dropout: must be null or in [0, 1), got {m.encoder_dropout}")
         if not 0 <= m.lora.dropout < 1:
             raise ConfigError(f"model.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
         if not m.lora.target_modules:

@@ -18,7 +18,7 @@ from mtnews.data.articles import LabelVocab
 from mtnews.errors import CheckpointError
 from mtnews.io import atomic_path
 from mtnews.model.mtrec import MTRec
-from mtnews.model.pretrained import load_backbone
+from mtnews.model.pretrained import load_backbone, set_encoder_dropout
 
 WEIGHTS = "model.safetensors"
 
@@ -35,6 +35,7 @@ def head_sizes(cfg: Config, vocab: LabelVocab) -> dict[str, int]:
 def build_model(cfg: Config, vocab: LabelVocab):
     """(MTRec, the backbone's tokenizer) for `cfg`, with heads sized by the label vocabulary."""
     bert, tokenizer = load_backbone(cfg.model.pretrained)
+    set_encoder_dropout(bert, cfg.model.encoder_dropout)
     heads = head_sizes(cfg, vocab)
     return MTRec(bert, cfg, heads["category"], heads["ner"], heads["subcategory"]), tokenizer
 

@@ -39,3 +39,15 @@ def load_backbone(name: str):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.pretrained: cannot load '{name}' as a local folder or a cached hub model ({first})") from None
     return model, tokenizer
+
+
+def set_encoder_dropout(model, p: float | None) -> None:
+    """Set every dropout of the encoder to `p` (None: leave the checkpoint's). BERT's attention reads its
+    probability from the module at call time, so changing `.p` covers hidden and attention dropout alike."""
+    if p is None:
+        return
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p

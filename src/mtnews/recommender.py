@@ -351,8 +351,10 @@ class Recommender:
                 if getattr(run, "signal_options", None) is not None:
                     raise  # a time-aware run cannot score without its signals
                 signals = None  # a log without times (e.g. MIND) serves content-only scores as before
-        return cls(run, articles, histories, source=f"{split}/history.parquet", signals=signals,
-                   clock=None if clock == "now" else clock, **kwargs)
+        rec = cls(run, articles, histories, source=f"{split}/history.parquet", signals=signals,
+                  clock=None if clock == "now" else clock, **kwargs)
+        rec.signal_split = (data, split)  # where MTRec-T's `score` counts its time signals
+        return rec
 
     # --- lookups ------------------------------------------------------------------------------------
     @property
@@ -564,13 +566,18 @@ class Recommender:
             self._articles_normed = None
         return gone
 
-    def score(self, behaviors: pl.DataFrame) -> pl.DataFrame:
+    def score(self, behaviors: pl.DataFrame, signals: np.ndarray | None = None) -> pl.DataFrame:
         """`behaviors` with a `scores` column: one float per in-view article, in in-view order.
 
         The frame is in EBNeRD behaviors layout (`user_id`, `article_ids_inview`). Histories come from an
         `article_id_fixed` column of the frame when it has one, else from the users loaded with the run.
         In-view ids the catalogue lacks score as the empty title, as in `mtnews evaluate`; null in-view
         entries are dropped, as evaluate drops them.
+
+        A run with MTRec-T's branch needs each in-view article's time signals: `signals` (float32
+        [in-view articles, F], columns `run.signal_options.names()`), or, for a Recommender loaded with a
+        dataset, an `impression_time` column: the signals are then counted from that dataset's train and
+        split events before each impression, as `mtnews evaluate` counts them.
         """
         for c in ("user_id", "article_ids_inview"):
             if c not in behaviors.columns:
@@ -585,11 +592,34 @@ class Recommender:
             histories = build_histories(per_row, self.articles, self.history_size)
             frame = frame.with_columns(pl.col("impression_id").alias("user_id"))
         imps = build_eval_impressions(frame, self.articles, histories)
-        flat = self.vectors.score(histories, imps)
+        if self.model.temporal is not None and signals is None:
+            signals = self._frame_signals(behaviors, imps)
+        flat = self.vectors.score(histories, imps, signals=signals)
         scores = pa.LargeListArray.from_arrays(pa.array(imps.offsets, type=pa.int64()), pa.array(flat))
         return behaviors.with_columns(pl.from_arrow(scores).cast(pl.List(pl.Float64)).alias("scores"))
 
     # --- internals ----------------------------------------------------------------------------------
+    signal_split: tuple | None = None  # (dataset, split) of `from_run(data=...)`: MTRec-T's event source
+    _split_signals = None
+
+    def _frame_signals(self, behaviors: pl.DataFrame, imps) -> np.ndarray:
+        """MTRec-T's signals for `score`'s in-view articles at each row's impression_time."""
+        from mtnews.data.signals import SplitSignals, compute_signals
+
+        names = self.model.temporal.names
+        if self.signal_split is None or "impression_time" not in behaviors.columns:
+            raise InvalidRequest("this run has the time-aware branch (model.temporal): pass signals= (one row per "
+                                 f"in-view article, columns {', '.join(names)}), or load the Recommender with a "
+                                 "dataset (from_run(data=...)) and give the frame an impression_time column")
+        if self._split_signals is None:
+            self._split_signals = SplitSignals.load(*self.signal_split, self.run.signal_options)
+        times = behaviors["impression_time"].cast(pl.Datetime("us")).cast(pl.Int64)
+        if times.null_count():
+            raise InvalidRequest("behaviors frame: column 'impression_time' has nulls, expected a time per row")
+        t = np.repeat(times.to_numpy(), np.diff(imps.offsets))
+        split = self._split_signals
+        return compute_signals(split.index, split.articles, imps.article_ids, t, names).matrix(names)
+
     @staticmethod
     def _top(scores: np.ndarray, top_k: int | None, ranked) -> list[Ranked]:
         order = np.argsort(-scores, kind="stable")  # ties keep the candidates' order

@@ -50,11 +50,12 @@ def _jobs(data: Path, bert: Path, runs: Path, accum: int) -> list[dict]:
         {"name": "sum", "argv": [*c, "--out", str(runs / "sum"), "--no-progress", "--train.surgery", "sum",
                                  "--train.eval_every", "0", "--data.eval_impressions", "0"]},
         # project-both in params space: manual all-reduce then projection; validation on a 40-impression
-        # subset every 2 steps; checkpoints every 2 steps (kept) for the resume job; progress bar on.
+        # subset every 2 steps; checkpoints every 2 steps (kept) for the resume job; progress bar on. With
+        # MTRec-T's branch (main-task heads, all-reduced with the other heads; signals in every batch).
         {"name": "pb", "argv": [*c, "--out", str(runs / "pb"), "--train.surgery", "project-both",
                                 "--train.surgery_space", "params", "--train.eval_every", "2",
                                 "--data.eval_impressions", "40", "--train.checkpoint_every", "2",
-                                "--train.keep_checkpoints", "5"]},
+                                "--train.keep_checkpoints", "5", "--model.temporal.enabled", "true"]},
     ]
 
 

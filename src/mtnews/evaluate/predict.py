@@ -70,15 +70,23 @@ def _file_id(path: Path) -> dict:
 
 def fingerprint(run, paths, chunk_rows: int, max_candidates: int, device: str) -> str:
     """What the text depends on: the run (config, run.json, weights, by content), the split's files (by
-    size and modification time), the chunking, the device type and the library versions."""
+    size and modification time; for a run with time signals the train split's too), the chunking, the
+    device type and the library versions."""
     import torch
 
     from mtnews import __version__
 
+    files = [paths.behaviors, paths.history, paths.articles]
+    if run.signal_options is not None and paths.split != "train":
+        # MTRec-T's time signals also count the train split's events (data.signals.SplitSignals.load).
+        from mtnews.data.layout import split_paths
+
+        train = split_paths(paths.root, "train")
+        files += [p for p in (train.behaviors, train.history) if p.exists()]
     parts = {
         "run": run.fingerprint(),
         "split": paths.split,
-        "files": [_file_id(p) for p in (paths.behaviors, paths.history, paths.articles)],
+        "files": [_file_id(p) for p in files],
         "chunk_rows": chunk_rows,
         "max_candidates": max_candidates,
         "device": device,

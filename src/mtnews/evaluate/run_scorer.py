@@ -5,6 +5,11 @@ are the only state that lives for the whole split. Finding the articles a split 
 behaviors file in record batches into two boolean masks (one per article, one per history row), so it
 never materialises the exploded in-view column of a 13.5M-impression test set. Scoring itself is
 `model.scoring.ArticleVectors`, the kernel every other caller uses too.
+
+A run with MTRec-T's branch also builds the split's time-signal index once (`data.signals.SplitSignals`,
+with the run's `signal_options`: train plus the split's own earlier events); each chunk then computes its
+candidates' signals and hands them to the kernel. A chunk's signals depend on the chunk alone, so a resumed
+`predict` scores exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from mtnews.data.articles import PAD, ArticleTable
 from mtnews.data.history import UserHistories
 from mtnews.data.impressions import EvalImpressions
 from mtnews.data.layout import SplitPaths
+from mtnews.data.signals import SplitSignals
 from mtnews.errors import DataError
 from mtnews.model.run import Run
 from mtnews.model.scoring import ArticleVectors
@@ -54,10 +60,12 @@ class ModelScorer:
 
     name = "model"
 
-    def __init__(self, vectors: ArticleVectors, histories: UserHistories, indices: np.ndarray):
+    def __init__(self, vectors: ArticleVectors, histories: UserHistories, indices: np.ndarray,
+                 signals: SplitSignals | None = None):
         self.vectors = vectors
         self.histories = histories
         self.indices = indices
+        self.signals = signals
 
     @classmethod
     def for_split(cls, run: Run, paths: SplitPaths, articles: ArticleTable, histories: UserHistories,
@@ -66,15 +74,31 @@ class ModelScorer:
             raise DataError(f"{paths.history}: histories were built with {histories.history_size} clicks, "
                             f"the run {run.dir} uses data.history_size {run.history_size}")
         tokens = tokenize_titles(articles.titles, run.tokenizer, run.cfg.model.max_title_length)
-        return cls.from_model(run.model, tokens, paths, articles, histories, batch_size)
+        options = run.signal_options
+        signals = SplitSignals.load(paths.root, paths.split, options) if options is not None else None
+        return cls.from_model(run.model, tokens, paths, articles, histories, batch_size, signals)
 
     @classmethod
     def from_model(cls, model: MTRec, tokens: TitleTokens, paths: SplitPaths, articles: ArticleTable,
-                   histories: UserHistories, batch_size: int = 256) -> "ModelScorer":
-        """The scorer for an in-memory model (benchmarks, notebooks), on the model's device."""
+                   histories: UserHistories, batch_size: int = 256,
+                   signals: SplitSignals | None = None) -> "ModelScorer":
+        """The scorer for an in-memory model (benchmarks, notebooks), on the model's device; a model with
+        the time-aware branch needs the split's `signals`."""
         device = next(model.parameters()).device
         indices = split_article_indices(paths, articles, histories)
-        return cls(ArticleVectors.build(model, tokens, indices, device, batch_size), histories, indices)
+        return cls(ArticleVectors.build(model, tokens, indices, device, batch_size), histories, indices, signals)
+
+    @property
+    def description(self) -> dict | None:
+        """What produced MTRec-T's time signals (as the time baselines say it); None for content-only."""
+        if self.signals is None:
+            return None
+        o = self.signals.options
+        return {"window": o.window, "options": o.to_dict(), "sources": list(self.signals.sources)}
 
     def score(self, imps: EvalImpressions) -> np.ndarray:
-        return self.vectors.score(self.histories, imps)
+        matrix = None
+        if self.signals is not None and self.vectors.model.temporal is not None:
+            names = self.vectors.model.temporal.names
+            matrix = self.signals.for_impressions(imps, names).matrix(names)
+        return self.vectors.score(self.histories, imps, signals=matrix)

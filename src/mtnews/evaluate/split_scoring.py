@@ -55,7 +55,8 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
     or a MIND folder; the zip is in that dataset's submission format unless `prediction_format` says
     otherwise (ebnerd: predictions.txt, mind: prediction.txt). `signals` sets the time baselines'
     `data.signals.SignalOptions` (or a mapping of its fields); their result carries a `signals` entry
-    saying which window mode and sources produced it.
+    saying which window mode and sources produced it. A run with MTRec-T's branch reads the signals its
+    run.json records (`Run.signal_options`, not `signals`), and says so in the same entry.
 
     The CF scorers (`mtnews.cf`, parameters `cf`): cf-user and mtrec+cf take `run` too (its user vectors
     find the neighbours; mtrec+cf blends its scores), cf-als takes none. Their result adds `cf` (what was
@@ -103,4 +104,6 @@ def score_split(data: str | Path, split: str = "validation", *, scorer: str | No
         result["signals"] = s.description
         if scorer == "recency":
             result["signals"]["undated_candidates"] = s.undated
+    elif isinstance(s, ModelScorer) and s.description is not None:
+        result["signals"] = s.description  # MTRec-T: the run's own signal options
     return result

@@ -35,12 +35,15 @@ class Variant:
     on_mtrec: bool = False
 
 
-BASELINES = ("random", "popularity", "oracle")
+BASELINES = ("random", "popularity", "recency", "trending", "ctr", "oracle")
 ALL_LABELS = frozenset(AUX_TASKS)  # data with labels for every auxiliary task
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("random", "random scores (lower bound)", trained=False),
     Variant("popularity", "train-split click counts", trained=False),
+    Variant("recency", "newest first (time signals, past-only)", trained=False),
+    Variant("trending", "trailing-window in-view counts (time signals, past-only)", trained=False),
+    Variant("ctr", "smoothed click-through rate of the longest window (time signals, past-only)", trained=False),
     Variant("bert-baseline", "BERT + LoRA, main task only, no surgery",
             {"tasks.category": 0.0, "tasks.sentiment": 0.0, "tasks.ner": 0.0, "train.surgery": "sum"}),
     Variant("mtrec", "MTRec: LoRA, category + sentiment, project-both surgery", surgery=True),
@@ -62,6 +65,12 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("cf-als", "implicit ALS on the clicks known before the split (seed = ALS seed)", trained=False, cf=True),
     Variant("mtrec+cf", "z(mtrec) + w z(cf-user), w chosen on the train log's last 24 h", trained=False, cf=True,
             on_mtrec=True),
+    Variant("+temporal", "MTRec-T: mtrec plus the user-gated popularity/recency branch",
+            {"model.temporal.enabled": True}, surgery=True),
+    Variant("temporal-only", "MTRec-T without the content term r_u . r_c (the gated time score alone)",
+            {"model.temporal.enabled": True, "model.temporal.content": False}, surgery=True),
+    Variant("no-gate", "MTRec-T with one learned scalar instead of the user gate g(r_u)",
+            {"model.temporal.enabled": True, "model.temporal.gate": False}, surgery=True),
     Variant("oracle", "generator's true utilities (upper bound; synthetic data only)", trained=False),
 )}
 

@@ -2,7 +2,7 @@
 
 news vector r  = BERT(title)[CLS] (last layer)
 user vector r_u = AdditiveAttention(r_1..r_H)
-score s        = r_u · r_c
+score s        = r_u · r_c; MTRec-T (`model.temporal`, see model.temporal) adds g(r_u) · p(c, t)
 main loss      = softmax cross-entropy over 1 clicked + K non-clicked candidates (NCE)
 aux losses     = category / sentiment cross-entropy (and optional multi-label NER, and MIND's subcategory
                  cross-entropy) on history articles
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtnews.config import Config, freeze_depth
+from mtnews.errors import ConfigError
+from mtnews.model.temporal import TemporalBranch, signal_options
 from mtnews.model.user_encoder import AdditiveAttention
 
 N_SENTIMENTS = 3
@@ -48,6 +50,9 @@ class Batch:
     # The frozen prefix's cached output for the unique articles: hidden states [U, L, D] entering layer F,
     # or [CLS] vectors [U, D] when the whole BERT is frozen; None = encode from input_ids.
     prefix: torch.Tensor | None = None
+    # MTRec-T: each candidate's time signals [B, 1+K, F] at its impression time (`data.signals`, columns in
+    # `SignalOptions.names()` order); None for a content-only model.
+    cand_signals: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
         return Batch(**{k: v.to(device) if v is not None else None for k, v in self.__dict__.items()})
@@ -132,6 +137,11 @@ class MTRec(nn.Module):
             with torch.no_grad():
                 self.projection.weight.copy_(torch.eye(dim))
                 self.projection.bias.zero_()
+        # Made last of all, so every other weight starts the same with the branch on or off.
+        self.temporal = None
+        if cfg.model.temporal.enabled:
+            options = signal_options(cfg.model.temporal)
+            self.temporal = TemporalBranch(cfg.model.temporal, options.names(), dim, options.ctr_prior_mean)
         self.dim = dim
         self.cfg = cfg
         # The model's weights: what it trains in some stage, saves and loads. A stage that freezes more
@@ -216,15 +226,25 @@ class MTRec(nn.Module):
     def _project(self, cls: torch.Tensor) -> torch.Tensor:
         return cls if self.projection is None else self.projection(cls)
 
-    def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor) -> torch.Tensor:
-        """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]."""
+    def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor,
+              cand_signals: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]; MTRec-T
+        also needs the candidates' time signals [B, C, F]."""
         table = torch.cat([news.new_zeros(1, news.shape[1]), news])
         # Slot logits once per unique article rather than per history slot (as inference does): the same
         # values, U projections instead of B x H, which is most of a step on cached [CLS] vectors.
         logits = self.user_encoder.slot_logits(news)
         logits = torch.cat([logits.new_full((1, logits.shape[1]), float("-inf")), logits])
         user = self.user_encoder.from_tables(table, logits, hist_pos)
-        return torch.einsum("bd,bcd->bc", user, table[cand_pos])
+        cand = table[cand_pos]
+        content = torch.einsum("bd,bcd->bc", user, cand)
+        if self.temporal is None:
+            return content
+        if cand_signals is None:
+            raise ConfigError("this model has the time-aware branch (model.temporal): its batches need the "
+                              "candidates' time signals")
+        pop = self.temporal.popularity(cand_signals.to(cand.dtype), cand)
+        return self.temporal.combine(content, self.temporal.gate(user)[:, None], pop)
 
     # --- parameter groups used by gradient surgery -------------------------------------------------
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -233,7 +253,9 @@ class MTRec(nn.Module):
         return [p for p in [*self.bert.parameters(), *projection] if p.requires_grad]
 
     def head_parameters(self) -> dict[str, list[nn.Parameter]]:
-        heads = {"main": list(self.user_encoder.parameters()), "category": [], "sentiment": [], "ner": [],
+        # The time-aware branch is the main task's alone: surgery never projects it.
+        branch = list(self.temporal.parameters()) if self.temporal is not None else []
+        heads = {"main": [*self.user_encoder.parameters(), *branch], "category": [], "sentiment": [], "ner": [],
                  "subcategory": []}
         if self.category_head is not None:
             heads["category"] = list(self.category_head.parameters())
@@ -258,7 +280,7 @@ def task_losses(model: MTRec, news: torch.Tensor, batch: Batch, cfg: Config) -> 
     per slot it fills, which is the same as a per-slot mean without materialising per-slot logits. For NER
     "labelled" means an annotated entity_groups: a null one is skipped rather than taught as "no entities".
     """
-    scores = model.score(news, batch.hist_pos, batch.cand_pos)
+    scores = model.score(news, batch.hist_pos, batch.cand_pos, batch.cand_signals)
     target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
     losses = {"main": F.cross_entropy(scores.float(), target)}
     tasks = cfg.tasks

@@ -4,7 +4,8 @@
       config.yaml           the resolved training config
       run.json              format version, label vocabularies in head order, head sizes, backbone (+ sha256);
                             the subcategory vocabulary and head (MIND) were added within format 1, so a
-                            run.json without them reads as having none
+                            run.json without them reads as having none; so was `temporal` (MTRec-T's
+                            branch and its SignalOptions): without it a run is content-only
       tokenizer/            the tokenizer, saved (titles tokenize the same way wherever the run is used)
       articles.parquet      article_id, title, category_str, published_time of the training articles
       best/ final/ checkpoints/step-N/   model.safetensors (trainable tensors only)
@@ -28,11 +29,13 @@ import torch
 
 from mtnews.config import Config, load_config
 from mtnews.data.articles import FIRST, ArticleTable, LabelVocab, load_articles
+from mtnews.data.signals import SignalOptions
 from mtnews.errors import CheckpointError, ConfigError
 from mtnews.io import atomic_dir, atomic_path, atomic_write_text
 from mtnews.model.build import WEIGHTS, build_model, head_sizes, load_weights
 from mtnews.model.mtrec import MTRec
 from mtnews.model.pretrained import resolve_pretrained
+from mtnews.model.temporal import signal_options
 
 RUN_FORMAT = 1
 RUN_JSON = "run.json"
@@ -63,10 +66,16 @@ class RunManifest:
     vocab: LabelVocab
     heads: dict[str, int]
     format: int = RUN_FORMAT
+    # MTRec-T: {"signals": SignalOptions.to_dict() used at scoring, "names": the branch's input columns};
+    # None for a content-only run.
+    temporal: dict | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"format": self.format, "backbone": self.backbone, "backbone_sha256": self.backbone_sha256,
-                           "vocab": self.vocab.to_dict(), "heads": self.heads}, indent=2)
+        raw = {"format": self.format, "backbone": self.backbone, "backbone_sha256": self.backbone_sha256,
+               "vocab": self.vocab.to_dict(), "heads": self.heads}
+        if self.temporal is not None:
+            raw["temporal"] = self.temporal
+        return json.dumps(raw, indent=2)
 
     @classmethod
     def read(cls, path: Path) -> "RunManifest":
@@ -78,7 +87,11 @@ class RunManifest:
             heads = {k: int(raw["heads"][k]) for k in ("category", "sentiment", "ner")}
             # Added within format 1: a run.json without it has no subcategory head.
             heads["subcategory"] = int(raw["heads"].get("subcategory", 0))
-            return cls(str(raw["backbone"]), raw["backbone_sha256"], LabelVocab.from_dict(raw["vocab"]), heads, fmt)
+            temporal = raw.get("temporal")  # added within format 1: absent = content-only
+            if temporal is not None:
+                temporal = {"signals": dict(temporal["signals"]), "names": [str(n) for n in temporal["names"]]}
+            return cls(str(raw["backbone"]), raw["backbone_sha256"], LabelVocab.from_dict(raw["vocab"]), heads, fmt,
+                       temporal)
         except CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -90,7 +103,8 @@ def write_run_files(run_dir: str | Path, cfg: Config, articles: ArticleTable, to
     """Write run.json, tokenizer/ and articles.parquet (each atomically) beside a run's weights."""
     run_dir = Path(run_dir)
     vocab = articles.vocab
-    spec = RunManifest(cfg.model.pretrained, backbone_sha256(cfg.model.pretrained), vocab, head_sizes(cfg, vocab))
+    spec = RunManifest(cfg.model.pretrained, backbone_sha256(cfg.model.pretrained), vocab, head_sizes(cfg, vocab),
+                       temporal=temporal_record(cfg))
     atomic_write_text(run_dir / RUN_JSON, spec.to_json())
     with atomic_dir(run_dir / TOKENIZER) as tmp:
         tokenizer.save_pretrained(str(tmp))
@@ -113,6 +127,14 @@ def write_run_files(run_dir: str | Path, cfg: Config, articles: ArticleTable, to
     return spec
 
 
+def temporal_record(cfg: Config) -> dict | None:
+    """What run.json records of MTRec-T's branch: the scoring SignalOptions and the input columns."""
+    if not cfg.model.temporal.enabled:
+        return None
+    options = signal_options(cfg.model.temporal)
+    return {"signals": options.to_dict(), "names": list(options.names())}
+
+
 @dataclass
 class Run:
     """A run loaded once: config, run.json, tokenizer, model in eval mode and the weights it holds."""
@@ -128,6 +150,16 @@ class Run:
     @property
     def history_size(self) -> int:
         return self.cfg.data.history_size
+
+    @property
+    def signal_options(self) -> SignalOptions | None:
+        """The time signals the run's MTRec-T branch reads (columns in `.names()` order); None: content-only."""
+        if self.spec.temporal is None:
+            return None
+        try:
+            return SignalOptions.from_dict(self.spec.temporal["signals"])
+        except ConfigError as e:
+            raise CheckpointError(f"{self.dir / RUN_JSON}: temporal.signals: {e}") from None
 
     @property
     def articles(self) -> ArticleTable:
@@ -204,6 +236,9 @@ def load_run(run_dir: str | Path, weights: str | Path | None = None, device: str
     if head_sizes(cfg, spec.vocab) != spec.heads:
         raise CheckpointError(f"{run_dir / RUN_JSON}: heads {spec.heads} do not follow from its vocabularies and "
                               f"config.yaml's tasks ({head_sizes(cfg, spec.vocab)})")
+    if spec.temporal != temporal_record(cfg):
+        raise CheckpointError(f"{run_dir / RUN_JSON}: its time-aware branch ({spec.temporal}) does not follow from "
+                              f"config.yaml's model.temporal ({temporal_record(cfg)})")
     tokenizer = load_tokenizer(run_dir / TOKENIZER)
     model, _ = build_model(cfg, spec.vocab)
     path = Path(weights) if weights else run_weights(run_dir)

@@ -4,6 +4,7 @@
     l_c = q ⊙ tanh(W r_c + b)                   `ArticleVectors.build`: the user encoder's slot logits per article
     r_u = Σ_i softmax_i(l_{h_i}) ⊙ r_{h_i}      `AdditiveAttention.from_tables`, for distinct users only
     s   = r_u · r_c                             in blocks of candidates
+    s   = r_u · r_c + g(r_u) · p(c, t)          MTRec-T (`model.temporal`): `signals` [T, F] per candidate
 
 Training's validation, `mtnews evaluate`, `predict`, `serve` and the Python API all score through
 `ArticleVectors`, so a score never depends on which of them computed it. Every temporary is kept near
@@ -117,26 +118,52 @@ class ArticleVectors:
             out[s : s + user_block] = enc.from_tables(self.vectors, self.logits, h)
         return out
 
+    def check_signals(self, signals: np.ndarray | None, n: int) -> np.ndarray | None:
+        """The signals a scoring call needs: None for a content-only model (whatever was passed); for
+        MTRec-T a float32 [n, F] array, else one clear error."""
+        branch = self.model.temporal
+        if branch is None:
+            return None
+        if signals is None:
+            raise ConfigError("this run has the time-aware branch (model.temporal): scoring it needs the "
+                              f"candidates' time signals ({', '.join(branch.names)})")
+        signals = np.asarray(signals, dtype=np.float32)
+        if signals.shape != (n, branch.n_features):
+            raise ConfigError(f"time signals: expected shape ({n}, {branch.n_features}) (one row per candidate, "
+                              f"columns {', '.join(branch.names)}), got {signals.shape}")
+        return signals
+
     @torch.no_grad()
     def dots(self, users: torch.Tensor, owner: np.ndarray, candidates: np.ndarray,
-             dot_block: int | None = None) -> np.ndarray:
-        """float64 scores users[owner[t]] · r_{candidates[t]} for every t, in blocks."""
+             dot_block: int | None = None, signals: np.ndarray | None = None) -> np.ndarray:
+        """float64 scores users[owner[t]] · r_{candidates[t]} for every t, in blocks; for MTRec-T plus
+        g(users[owner[t]]) · p(candidates[t], signals[t])."""
         dot_block = dot_block or block_sizes(self.dim, 1)[1]
         device = self.vectors.device
+        signals = self.check_signals(signals, len(candidates))
+        branch = self.model.temporal
+        gates = branch.gate(users) if branch is not None else None
         out = np.empty(len(candidates), dtype=np.float64)
         for s in range(0, len(out), dot_block):
-            u = users[torch.from_numpy(np.asarray(owner[s : s + dot_block], dtype=np.int64)).to(device)]
+            own = torch.from_numpy(np.asarray(owner[s : s + dot_block], dtype=np.int64)).to(device)
+            u = users[own]
             c = self.vectors[torch.from_numpy(np.asarray(candidates[s : s + dot_block], dtype=np.int64)).to(device)]
-            out[s : s + dot_block] = (u * c).sum(-1).double().cpu().numpy()
+            score = (u * c).sum(-1)
+            if branch is not None:
+                pop = branch.popularity(torch.from_numpy(signals[s : s + dot_block]).to(device), c)
+                score = branch.combine(score, gates[own], pop)
+            out[s : s + dot_block] = score.double().cpu().numpy()
         return out
 
     def score(self, histories: UserHistories, imps: EvalImpressions, user_block: int | None = None,
-              dot_block: int | None = None) -> np.ndarray:
-        """Flat float64 scores aligned with `imps.candidates`; users repeating in `imps` are encoded once."""
+              dot_block: int | None = None, signals: np.ndarray | None = None) -> np.ndarray:
+        """Flat float64 scores aligned with `imps.candidates`; users repeating in `imps` are encoded once.
+        `signals`: MTRec-T's time signals, float32 [len(imps.candidates), F] (ignored by a content-only model)."""
+        signals = self.check_signals(signals, len(imps.candidates))
         rows, inverse = np.unique(imps.user_row, return_inverse=True)
         users = self.users(histories.matrix[rows], user_block)
         owner = np.repeat(inverse, np.diff(imps.offsets))
-        return self.dots(users, owner, imps.candidates, dot_block)
+        return self.dots(users, owner, imps.candidates, dot_block, signals)
 
 
 def needed_articles(imps: EvalImpressions, histories: UserHistories) -> np.ndarray:
@@ -145,13 +172,19 @@ def needed_articles(imps: EvalImpressions, histories: UserHistories) -> np.ndarr
 
 
 def score_in_memory(model: MTRec, tokens: TitleTokens, histories: UserHistories, imps: EvalImpressions,
-                    device: torch.device | str = "cpu", chunk: int = 4096, batch_size: int = 256) -> np.ndarray:
+                    device: torch.device | str = "cpu", chunk: int = 4096, batch_size: int = 256,
+                    signals: np.ndarray | None = None) -> np.ndarray:
     """Scores for impressions already in memory (training's validation), `chunk` impressions at a time,
-    leaving the model's train/eval mode as it was."""
+    leaving the model's train/eval mode as it was. `signals`: as `ArticleVectors.score`'s, for all of `imps`."""
     was_training = model.training
     try:
         vectors = ArticleVectors.build(model, tokens, needed_articles(imps, histories), device, batch_size)
-        out = [vectors.score(histories, c) for c in imps.chunks(chunk)]
+        signals = vectors.check_signals(signals, len(imps.candidates))
+        out = []
+        for s in range(0, len(imps), chunk):
+            e = min(s + chunk, len(imps))
+            rows = slice(int(imps.offsets[s]), int(imps.offsets[e]))
+            out.append(vectors.score(histories, imps.slice(s, e), signals=None if signals is None else signals[rows]))
         return np.concatenate(out) if out else np.zeros(0)
     finally:
         model.train(was_training)

@@ -4,6 +4,8 @@ Popular articles recur across histories and candidates, so encoding unique artic
 vectors back to their slots is what keeps BERT cost proportional to distinct titles, not to slots.
 `dedupe=False` gives every slot its own row (the naive baseline that the benchmark compares against).
 With a `prefix` cache the batch also carries the unique titles' cached prefix output (`Batch.prefix`).
+For MTRec-T, `sample_signals` computes every sample's candidate signals at its impression time once per
+epoch (vectorised, from the split's event index), and each batch gathers its rows (`Batch.cand_signals`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,22 @@ import torch
 from mtnews.data.articles import ArticleTable
 from mtnews.data.history import UserHistories
 from mtnews.data.samples import TrainSamples
+from mtnews.data.signals import SplitSignals
 from mtnews.model.mtrec import Batch
 from mtnews.model.tokens import TitleTokens
 from mtnews.train.prefix_cache import PrefixCache
+
+
+def sample_signals(signals: SplitSignals, samples: TrainSamples, articles: ArticleTable) -> np.ndarray:
+    """float32 [N, 1+K, F]: the time signals of each sample's candidates at its impression time, columns in
+    `signals.options.names()` order. A candidate missing from the articles file (UNK) reads as an article
+    without events or published time."""
+    n, width = samples.candidates.shape
+    ids = articles.article_ids[samples.candidates.ravel()]
+    offsets = np.arange(0, n * width + 1, width, dtype=np.int64)
+    names = signals.options.names()
+    table = signals.compute(samples.impression_id, ids, offsets, names)
+    return table.matrix(names).reshape(n, width, len(names))
 
 
 @dataclass
@@ -30,6 +45,7 @@ class BatchBuilder:
     aux_on_candidates: bool = False
     dedupe: bool = True
     prefix: PrefixCache | None = None
+    signals: np.ndarray | None = None  # `sample_signals` of `samples` (MTRec-T)
 
     def __call__(self, idx: np.ndarray) -> Batch:
         hist = self.histories.matrix[self.samples.user_row[idx]]
@@ -65,4 +81,5 @@ class BatchBuilder:
             entities_known=torch.from_numpy(a.entities_known[uniq]),
             subcategory=torch.from_numpy(a.subcategory[uniq]),
             prefix=self.prefix.batch(uniq) if self.prefix is not None else None,
+            cand_signals=torch.from_numpy(self.signals[idx]) if self.signals is not None else None,
         )

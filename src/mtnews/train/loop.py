@@ -33,6 +33,7 @@ from mtnews.data.articles import load_articles
 from mtnews.data.dataset import Split, load_split
 from mtnews.data.holdout import split_holdout
 from mtnews.data.layout import available_splits, split_paths
+from mtnews.data.signals import SplitSignals
 from mtnews.errors import CheckpointError, ConfigError, MtnewsError
 from mtnews.evaluate.metrics import METRIC_NAMES, ranking_metrics
 from mtnews.io import atomic_dir, atomic_write_text
@@ -40,8 +41,9 @@ from mtnews.model.build import WEIGHTS, build_model, save_weights
 from mtnews.model.mtrec import prefix_depth
 from mtnews.model.run import write_run_files
 from mtnews.model.scoring import resolve_device, score_in_memory
+from mtnews.model.temporal import signal_options
 from mtnews.model.tokens import tokenize_titles
-from mtnews.train.batching import BatchBuilder
+from mtnews.train.batching import BatchBuilder, sample_signals
 from mtnews.train.checkpoint import (checkpoint_dirs, checkpoint_stage, load_checkpoint, prune_checkpoints,
                                      rng_state, save_checkpoint, set_rng_state)
 from mtnews.train.logs import CsvLog
@@ -122,6 +124,9 @@ class Trainer:
         self.model, self.tokenizer = build_model(cfg, self.articles.vocab)
         tokenizer = self.tokenizer
         self.tokens = tokenize_titles(self.articles.titles, tokenizer, cfg.model.max_title_length)
+        self.train_signals, self._eval_signals = None, {}
+        if self.model.temporal is not None:
+            self.train_signals = SplitSignals.load(self.data, "train", signal_options(cfg.model.temporal, training=True))
 
         self.world = self.acc.num_processes
         n = len(self.train_split.train_samples(cfg.data.npratio, t.seed))
@@ -167,7 +172,12 @@ class Trainer:
         fresh = list(self.model.projection.parameters()) if self.model.projection is not None else []
         heads = [p for ps in self.model.head_parameters().values() for p in ps] + [p for p in fresh if p.requires_grad]
         encoder = [p for p in self.model.shared_parameters() if all(p is not q for q in fresh)]
-        groups = [{"params": encoder, "lr": st.lr}, {"params": heads, "lr": st.head_lr}]
+        # MTRec-T's branch: its own rate when model.temporal.lr is set (it learns from a handful of features).
+        branch = list(self.model.temporal.parameters()) if self.model.temporal is not None else []
+        heads = [p for p in heads if all(p is not q for q in branch)]
+        branch_lr = self.cfg.model.temporal.lr or st.head_lr
+        groups = [{"params": encoder, "lr": st.lr}, {"params": heads, "lr": st.head_lr},
+                  {"params": branch, "lr": branch_lr}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(st.warmup_ratio * st.steps), st.steps)
         self.ddp_model = self.acc.prepare(self.model)
@@ -200,8 +210,11 @@ class Trainer:
             data_epoch = self.stage.epoch_base + epoch
             samples = self.train_split.train_samples(self.cfg.data.npratio, seed + data_epoch)
             order = np.random.default_rng([seed, data_epoch]).permutation(len(samples))
+            signals = (sample_signals(self.train_signals, samples, self.articles)
+                       if self.train_signals is not None else None)
             builder = BatchBuilder(samples, self.train_split.histories, self.articles, self.tokens,
-                                   aux_on_candidates=self.cfg.tasks.on_candidates, prefix=self.prefix)
+                                   aux_on_candidates=self.cfg.tasks.on_candidates, prefix=self.prefix,
+                                   signals=signals)
             self._plan = EpochPlan(epoch, builder, order)
         return self._plan
 
@@ -232,8 +245,17 @@ class Trainer:
             return None
         t0 = time.perf_counter()
         imps = self._validation_impressions(name)
+        signals = None
+        if self.model.temporal is not None:
+            if name not in self._eval_signals:
+                # The holdout's impressions are train's own: their features count train's earlier events.
+                source = SplitSignals.load(self.data, "validation" if name == "validation" else "train",
+                                           signal_options(self.cfg.model.temporal))
+                names = source.options.names()
+                self._eval_signals[name] = source.for_impressions(imps, names).matrix(names)
+            signals = self._eval_signals[name]
         scores = score_in_memory(self.model, self.tokens, split.histories, imps, self.acc.device,
-                                 self.cfg.data.eval_chunk)
+                                 self.cfg.data.eval_chunk, signals=signals)
         m = ranking_metrics(imps.labels, scores, offsets=imps.offsets)
         m["seconds"] = round(time.perf_counter() - t0, 3)
         return m

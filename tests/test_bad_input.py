@@ -341,7 +341,8 @@ def test_commands_with_a_run_name_the_wrong_file(root, tmp_path, capsys, tiny_be
 
     run = tmp_path / "run"
     cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--train.max_steps", "1", "--train.batch_size", "4",
-                             "--train.eval_every", "0", "--train.device", "cpu", "--data.history_size", "3"])
+                             "--train.eval_every", "0", "--train.device", "cpu", "--data.history_size", "3",
+                             "--train.selection.holdout_hours", "0.01"])  # this log spans 0.1 h
     train_run(cfg, root, run, progress=False)
 
     def broken(name: str, mutate) -> Path:

@@ -15,7 +15,7 @@ from mtnews.data.layout import split_paths
 from mtnews.data.signals import SignalOptions, split_signals
 from mtnews.evaluate.commands import SCORERS
 from mtnews.evaluate.scorers import UNDATED, TimeScorer
-from mtnews.evaluate.split_scoring import BASELINES, score_split
+from mtnews.evaluate.split_scoring import BASELINES, SCORERS as LIBRARY_SCORERS, score_split
 from mtnews.evaluate.submission import read_predictions
 
 
@@ -25,7 +25,8 @@ def val(small_synth):
 
 
 def test_cli_choices_are_the_library_baselines():
-    assert SCORERS == BASELINES
+    assert SCORERS == LIBRARY_SCORERS
+    assert set(BASELINES) <= set(SCORERS)
     assert set(TimeScorer.NAMES) <= set(BASELINES)
 
 

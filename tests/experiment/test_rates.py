@@ -114,7 +114,8 @@ def test_full_finetuning_variants_default_to_their_own_rate(tmp_path):
     runs = plan_runs(tmp_path, base, [v for v in ORDER if v not in ("oracle", "+subcat")], 1)
     rates = {r.variant: r.cfg.train.lr for r in runs if r.trained}
     assert rates.pop("no-lora") == FULL_FINETUNE_LR == 2e-5
-    assert set(rates.values()) == {base.train.lr} and len(rates) == 9  # every LoRA variant at the base rate
+    trained = [v for v in ORDER if v not in ('oracle', '+subcat', 'no-lora') and VARIANTS[v].trained]
+    assert set(rates.values()) == {base.train.lr} and sorted(rates) == sorted(trained)  # LoRA: the base rate
     assert all(r.dir.parent.name == r.variant for r in runs if r.trained)  # no grid: runs/<variant>/seed-<s>
     # A variant without LoRA is full fine-tuning whatever its name: the group default follows the config.
     assert variant_rates(base, "no-lora", {"lora": [1e-3]}) == [FULL_FINETUNE_LR]

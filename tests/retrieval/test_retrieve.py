@@ -104,9 +104,10 @@ def test_model_with_an_exact_index_equals_the_reference(small_synth, trained_run
     want = reference(small_synth, "validation", 72, [10, 20], model)
     for key, value in want.items():
         # float32 dot products in another order may swap near ties (the tiny model's scores differ by
-        # ~1e-6): one swap moves a mean by < 1/evaluated; a clean-clone run measured 2.0/evaluated, so
-        # allow a few swaps. A wrong pool or a wrong user vector moves these means by far more.
-        assert got[key] == pytest.approx(value, abs=8 / want["evaluated"]), key
+        # ~1e-6): one swap moves a mean by < 1/evaluated; a clean-clone run measured 2.0/evaluated, and
+        # the fixture run trained on the fit part only (the selection holdout) 9.0/evaluated, so allow a
+        # dozen or so swaps. A wrong pool or a wrong user vector moves these means by far more.
+        assert got[key] == pytest.approx(value, abs=16 / want["evaluated"]), key
     # The 6-step tiny model's scores sit near 32 and differ by ~1e-6, so float32 rounding in faiss's and
     # numpy's products decides some ties: flat search agrees with numpy's brute force up to those.
     assert got["ann_vs_exact@20"] >= 0.99

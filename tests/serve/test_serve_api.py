@@ -114,7 +114,11 @@ def test_top_k_and_default_candidates(client, engine):
     full = client.post(f"/v1/users/{user}/recommend").json()
     assert full["results"][:5] == body["results"] and {x["article_id"] for x in full["results"]} == pool
     # The re-rank is the one kernel: the same scores as ranking the pool as explicit candidates.
-    explicit = client.post(f"/v1/users/{user}/recommend", json={"candidates": sorted(pool)}).json()
+    # (Tied scores keep the candidates' order, so the explicit list is given in the retrieved order.)
+    shuffled = client.post(f"/v1/users/{user}/recommend", json={"candidates": sorted(pool)}).json()
+    assert {x["article_id"]: x["score"] for x in shuffled["results"]} == {x["article_id"]: x["score"] for x in full["results"]}
+    explicit = client.post(f"/v1/users/{user}/recommend",
+                           json={"candidates": [x["article_id"] for x in full["results"]]}).json()
     assert explicit["results"] == full["results"] and explicit["candidate_source"] == "candidates"
 
 

@@ -247,3 +247,15 @@ def _isolated_cache(tmp_path_factory):
     """Token caches go to a temporary folder, never the user's ~/.cache."""
     os.environ["MTNEWS_CACHE"] = str(tmp_path_factory.mktemp("mtnews-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-tensor tests (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    on a shared 2-core machine extra threads only spin."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,12 +23,7 @@ H = 6
 NAMES = SignalOptions(windows_h=(1.0,)).names()  # age_h, age_known, inviews_1h/all, clicks_1h/all, ctr_1h/all
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _branch(**kw) -> TemporalBranch:

@@ -35,13 +35,7 @@ from mtnews.train.loop import METRIC_FIELDS, Trainer, train
 from mtnews.train.step import GradientEngine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny tensors, and on a shared 2-core machine extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _cfg(tiny_bert, *extra):

@@ -9,19 +9,13 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from mtnews.config import load_config
 from mtnews.errors import ConfigError
 from mtnews.train.loop import Trainer, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _cfg(tiny_bert, *extra):

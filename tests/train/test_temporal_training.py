@@ -34,12 +34,7 @@ from mtnews.train.step import GradientEngine
 HISTORY = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _args(tiny_bert, *extra) -> list[str]:
@@ -110,7 +105,6 @@ def test_a_temporal_run_loads_and_scores_as_training_validated(temporal_run, sma
 
 
 def test_recommender_score_equals_evaluate_on_the_same_rows(temporal_run, small_synth):
-    from mtnews.data.articles import load_articles
     from mtnews.data.history import load_histories
     from mtnews.data.impressions import build_eval_impressions
     from mtnews.data.layout import split_paths
@@ -183,7 +177,6 @@ def test_replaying_the_log_through_the_api_scores_as_evaluate(temporal_run, smal
 
     from fastapi.testclient import TestClient
 
-    from mtnews.data.articles import load_articles
     from mtnews.data.history import load_histories
     from mtnews.data.impressions import build_eval_impressions
     from mtnews.data.layout import split_paths

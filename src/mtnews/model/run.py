@@ -183,7 +183,7 @@ class Run:
 
 
 def run_weights(run_dir: str | Path) -> Path:
-    """The weights a finished run serves: best by validation AUC, else final, else the latest checkpoint."""
+    """The weights a finished run serves: best by selection-holdout AUC (train.selection), else final, else the latest checkpoint."""
     run_dir = Path(run_dir)
     for sub in ("best", "final"):
         if (run_dir / sub / WEIGHTS).is_file():

@@ -244,7 +244,7 @@ def test_experiment_on_mind_pins_sentiment_off_and_marks_no_sent_not_applicable(
     rows = pl.read_csv(out / "results.csv")
     assert sorted(rows["variant"].to_list()) == ["+subcat", "random"]
     report = (out / "report.md").read_text()
-    assert "| no-sent | – | n/a | n/a | n/a | n/a | – | – | not applicable, not run: the articles have no " \
+    assert "| no-sent | – | – | n/a | n/a | n/a | n/a | – | – | not applicable, not run: the articles have no " \
            "sentiment labels" in report
     run = out / "runs" / "+subcat" / "seed-42"
     cfg = load_config(run / "config.yaml")

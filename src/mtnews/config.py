@@ -78,6 +78,10 @@ class ModelConfig:
     # Dropout probability of every dropout in the encoder (hidden and attention); null keeps the checkpoint's.
     # 0 keeps a staged run's LoRA stage seeing the same title vectors the frozen stage's heads were fit on.
     encoder_dropout: float | None = None
+    # Dropout on every [CLS] vector before the projection, in training only. It keeps the ranking from
+    # memorising the titles it was trained on (per-article click rates it cannot carry to new articles):
+    # 0.2 lifted the frozen stage's validation AUC by 0.013 on the default data (README).
+    news_dropout: float = 0.0
     ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
     lora: LoraConfig = field(default_factory=LoraConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -199,6 +203,8 @@ class Config:
         freeze_depth(m.freeze_layers)
         if not 0 <= t.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+        if not 0 <= m.news_dropout < 1:
+            raise ConfigError(f"model.news_dropout: must be in [0, 1), got {m.news_dropout}")
         if m.encoder_dropout is not None and not 0 <= m.encoder_dropout < 1:
             raise ConfigError(f"model.encoder_dropout: must be null or in [0, 1), got {m.encoder_dropout}")
         if not 0 <= m.lora.dropout < 1:

@@ -224,6 +224,7 @@ class MTRec(nn.Module):
         return hidden
 
     def _project(self, cls: torch.Tensor) -> torch.Tensor:
+        cls = F.dropout(cls, self.cfg.model.news_dropout, self.training)
         return cls if self.projection is None else self.projection(cls)
 
     def score(self, news: torch.Tensor, hist_pos: torch.Tensor, cand_pos: torch.Tensor,

@@ -1,4 +1,5 @@
-"""`model.encoder_dropout`: every encoder dropout (hidden and attention) takes the configured probability."""
+"""`model.encoder_dropout` (every encoder dropout takes the configured probability) and `model.news_dropout`
+(dropout on the [CLS] vector before the projection, in training only)."""
 
 import pytest
 import torch
@@ -42,7 +43,28 @@ def test_zero_dropout_makes_training_mode_deterministic(tiny_dataset, tiny_bert)
     assert ps == {0.0}
 
 
+@pytest.mark.parametrize("key", ["model.encoder_dropout", "model.news_dropout"])
 @pytest.mark.parametrize("bad", ["1", "-0.1"])
-def test_out_of_range_dropout_is_refused(bad):
-    with pytest.raises(ConfigError, match="model.encoder_dropout"):
-        load_config(None, ["--model.encoder_dropout", bad])
+def test_out_of_range_dropout_is_refused(key, bad):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [f"--{key}", bad])
+
+
+def test_news_dropout_drops_cls_entries_in_training_only(tiny_dataset, tiny_bert):
+    root = tiny_dataset()
+    model, tokens = _model(root, tiny_bert, "--model.encoder_dropout", "0", "--model.news_dropout", "0.5",
+                           "--model.projection", "true")
+    import numpy as np
+
+    ids, mask = tokens.batch(np.arange(1, 5))
+    with torch.no_grad():
+        cls = model.backbone()(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        model.eval()
+        assert torch.equal(model.encode_news(ids, mask), model.projection(cls))  # no dropout at inference
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.encode_news(ids, mask)
+        torch.manual_seed(1)
+        keep = torch.nn.functional.dropout(torch.ones_like(cls), 0.5)  # the same draw: 0 or 1 / (1 - p)
+    assert 0.2 < (keep == 0).float().mean() < 0.8
+    torch.testing.assert_close(dropped, model.projection(cls * keep))

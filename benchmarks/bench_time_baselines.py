@@ -10,6 +10,11 @@ oracle ranks by the generator's utility, time term included), plus:
   the user's last 20 history clicks (no titles, no time) and scores an article by the generator's own
   content weights: CAT_W * log(p̂_cat + PREF_EPS) + SENT_W * log(p̂_sent), with p̂ the click shares
   smoothed by PREF_ALPHA per category and 1 per sentiment. It bounds what content-only MTRec can reach.
+  `ideal content (last 50)` reads 50 history clicks instead.
+* `ideal content + freshness`: the ideal content score plus the generator's freshness term at its typical
+  latents, -X * FRESH_W * log(1 + age_h / FRESH_HOURS) (the user's weight f_u and the article's time scale
+  are latent; their mean and median stand in). It sees no buzz and no counts: about what a past-only model
+  that knew every article's true category could reach, and so a practical ceiling for MTRec-T.
 * the time baselines again under `signals.window: split` (transductive, for comparison only).
 
 The rows `recency`, `trending` and `ctr` use the default past-only signals.
@@ -32,17 +37,19 @@ from rich.table import Table
 from benchcommon import load_average
 
 
-def ideal_content_auc(root: Path, split: str = "validation", last: int = 20) -> float:
+def ideal_content_auc(root: Path, split: str = "validation", last: int = 20, time_effect: float = 0.0) -> float:
     from mtnews.data import synth
     from mtnews.data.schema import SENTIMENT_LABELS
     from mtnews.evaluate.metrics import ranking_metrics
 
-    art = pl.read_parquet(root / "articles.parquet", columns=["article_id", "category_str", "sentiment_label"])
+    art = pl.read_parquet(root / "articles.parquet",
+                          columns=["article_id", "category_str", "sentiment_label", "published_time"])
     cats = sorted(art["category_str"].unique().to_list())
     art = art.sort("article_id").with_columns(
         pl.col("category_str").replace_strict(cats, list(range(len(cats)))).alias("c"),
         pl.col("sentiment_label").replace_strict(list(SENTIMENT_LABELS), [0, 1, 2]).alias("s"))
     ids, acat, asent = (art[c].to_numpy() for c in ("article_id", "c", "s"))
+    published = art["published_time"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
     hist = pl.read_parquet(root / split / "history.parquet", columns=["user_id", "article_id_fixed"]).sort("user_id")
     tails = hist["article_id_fixed"].list.tail(last)
     owner = np.repeat(np.arange(hist.height), tails.list.len().to_numpy())
@@ -57,7 +64,7 @@ def ideal_content_auc(root: Path, split: str = "validation", last: int = 20) -> 
     sent = synth.SENT_W * np.log(p_sent)
 
     b = pl.read_parquet(root / split / "behaviors.parquet",
-                        columns=["user_id", "article_ids_inview", "article_ids_clicked"])
+                        columns=["user_id", "impression_time", "article_ids_inview", "article_ids_clicked"])
     users = hist["user_id"].to_numpy()
     u = np.searchsorted(users, b["user_id"].to_numpy()).clip(0, len(users) - 1)
     u = np.where(users[u] == b["user_id"].to_numpy(), u, hist.height)  # no history: the all-zero last row
@@ -71,6 +78,10 @@ def ideal_content_auc(root: Path, split: str = "validation", last: int = 20) -> 
     labels = np.isin(key, ckey).astype(np.int8)
     p = np.searchsorted(ids, flat)
     score = util[u[row], acat[p]] + sent[u[row], asent[p]]
+    if time_effect:
+        t = b["impression_time"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()[row]
+        age_h = np.maximum(t - published[p], 0) / 3.6e9
+        score = score - time_effect * synth.FRESH_W * np.log1p(age_h / synth.FRESH_HOURS)
     return ranking_metrics(labels, score, offsets=offsets)["auc"]
 
 
@@ -87,6 +98,10 @@ def measure(x: float, seed: int, users: int, articles: int) -> dict[str, float]:
             out[f"{name} (split window)"] = score_split(root, "validation", scorer=name,
                                                         signals={"window": "split"})["auc"]
         out["ideal content"] = ideal_content_auc(root)
+        out["ideal content (last 50)"] = ideal_content_auc(root, last=50)
+        if x:
+            out["ideal content + freshness"] = ideal_content_auc(root, time_effect=x)
+            out["ideal content + freshness (last 50)"] = ideal_content_auc(root, last=50, time_effect=x)
     return out
 
 
@@ -110,7 +125,7 @@ def main() -> None:
     for c in cols:
         table.add_column(c, justify="right")
     for name, row in results.items():
-        table.add_row(name, *(f"{row[c]:.4f}" for c in cols))
+        table.add_row(name, *(f"{row[c]:.4f}" if c in row else "" for c in cols))
     console = Console()
     console.print(table)
     console.print(f"{time.perf_counter() - t0:.1f} s; load average {load_average()}")

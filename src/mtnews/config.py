@@ -122,6 +122,9 @@ class StageConfig:
     surgery: str | None = None
     surgery_space: str | None = None
     eval_every: int | None = None
+    # Train on each user's last N history clicks only (at most data.history_size): a cheaper step where
+    # each history title costs a forward pass. Evaluation and inference always read data.history_size.
+    history_size: int | None = None
 
 
 @dataclass
@@ -275,6 +278,10 @@ class Config:
                 raise ConfigError(f"{key}.eval_every: must be >= 0, got {st.eval_every}")
             if st.warmup_ratio is not None and not 0 <= st.warmup_ratio < 1:
                 raise ConfigError(f"{key}.warmup_ratio: must be in [0, 1), got {st.warmup_ratio}")
+            h = st.history_size
+            if h is not None and (isinstance(h, bool) or not isinstance(h, int) or not 0 < h <= self.data.history_size):
+                raise ConfigError(f"{key}.history_size: expected a number of clicks in 1..data.history_size "
+                                  f"({self.data.history_size}), got {h!r}")
 
 
 FREEZE_ALL = 1 << 30  # `freeze_depth("all")`: above any model's layer count

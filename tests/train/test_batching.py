@@ -48,6 +48,19 @@ def test_positions_point_at_each_slots_article(parts, dedupe, idx):
     assert batch.size == len(idx)
 
 
+@pytest.mark.parametrize("keep", [1, 3, 6, 9])
+def test_a_stage_history_size_keeps_the_most_recent_clicks(parts, keep):
+    split, tokens, samples = parts
+    idx = np.arange(len(samples))
+    batch = BatchBuilder(samples, split.histories, split.articles, tokens, history_size=keep)(idx)
+    full = split.histories.matrix[samples.user_row[idx]]  # left-padded: the newest click is the last column
+    newest = [[a for a in row if a != 0][-keep:] for row in full.tolist()]  # reference: per row, by hand
+    got = _row_article(batch)[batch.hist_pos.numpy()]
+    assert got.shape == (len(idx), min(keep, full.shape[1]))
+    assert [[a for a in row if a != 0] for row in got.tolist()] == newest
+    assert np.array_equal(_row_article(batch)[batch.cand_pos.numpy()], samples.candidates[idx])
+
+
 def test_dedupe_encodes_each_article_once_and_no_dedupe_once_per_slot(parts):
     split, tokens, samples = parts
     idx = np.arange(len(samples))

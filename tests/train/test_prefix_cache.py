@@ -373,6 +373,9 @@ def test_a_staged_run_loads_for_inference(staged, small_synth):
     (["--train.stages", "[{steps: 2, prefix_cache: true}]", "--model.lora.enabled", "false"], "no frozen prefix"),
     (["--model.freeze_layers", "most"], "model.freeze_layers: expected a number of layers >= 0 or 'all'"),
     (["--train.prefix_cache", "true", "--model.lora.enabled", "false"], "train.prefix_cache"),
+    (["--train.stages", "[{steps: 2, history_size: 31}]", "--data.history_size", "30"],
+     "train.stages[0].history_size: expected a number of clicks in 1..data.history_size (30), got 31"),
+    (["--train.stages", "[{steps: 2, history_size: 0}]"], "train.stages[0].history_size"),
 ])
 def test_bad_stage_configs_are_one_clear_error(overrides, needle):
     with pytest.raises(ConfigError) as e:
@@ -390,6 +393,26 @@ def test_the_training_curve_marks_the_stage_boundary(staged, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_stage_trains_on_its_history_size_and_the_run_scores_with_the_full_one(small_synth, tiny_bert, tmp_path,
+                                                                                 monkeypatch):
+    import mtnews.train.loop as loop
+
+    widths = []
+
+    class Recording(BatchBuilder):
+        def __call__(self, idx):
+            batch = super().__call__(idx)
+            widths.append(batch.hist_pos.shape[1])
+            return batch
+
+    monkeypatch.setattr(loop, "BatchBuilder", Recording)
+    stages = "[{name: warm, steps: 2, freeze_layers: all, batch_size: 8}, {name: tune, steps: 2, history_size: 3}]"
+    cfg = _staged(tiny_bert, True, "--train.stages", stages, "--train.checkpoint_every", "100")
+    train(cfg, small_synth, tmp_path / "run", progress=False)
+    assert widths == [8, 8, 3, 3]  # data.history_size 8 in the first stage, the tune stage's 3 after
+    assert load_run(tmp_path / "run").cfg.data.history_size == 8  # inference reads all 8
+
+
 def test_stages_lay_out_on_the_step_axis_and_max_steps_cuts_them():
     from mtnews.train.stages import plan_stages
 
@@ -399,6 +422,10 @@ def test_stages_lay_out_on_the_step_axis_and_max_steps_cuts_them():
     assert (a.start, a.steps, a.steps_per_epoch, a.epoch_base, a.batch_size, a.freeze_layers) == (0, 20, 10, 0, 10, "all")
     assert (b.start, b.end, b.steps_per_epoch, b.epoch_base, b.batch_size, b.lr) == (20, 27, 26, 2, 4, 0.5)
     assert b.freeze_layers == 0 and b.head_lr == cfg.train.head_lr  # what a stage leaves out is the run's
+    assert a.history_size == b.history_size == cfg.data.history_size
+    cfg.train.stages[1].history_size = 5
+    assert [s.history_size for s in plan_stages(cfg, 105, 1, "b")] == [cfg.data.history_size, 5]
+    cfg.train.stages[1].history_size = None
     cfg.train.max_steps = 24
     assert [(s.name, s.steps) for s in plan_stages(cfg, 105, 1, "b")] == [("a", 20), ("b", 4)]
     cfg.train.max_steps = 6

@@ -46,9 +46,12 @@ class BatchBuilder:
     dedupe: bool = True
     prefix: PrefixCache | None = None
     signals: np.ndarray | None = None  # `sample_signals` of `samples` (MTRec-T)
+    history_size: int | None = None  # keep each history's last N clicks (the matrix is left-padded)
 
     def __call__(self, idx: np.ndarray) -> Batch:
         hist = self.histories.matrix[self.samples.user_row[idx]]
+        if self.history_size is not None and self.history_size < hist.shape[1]:
+            hist = hist[:, -self.history_size:]
         cand = self.samples.candidates[idx]
         slots = np.concatenate([hist.ravel(), cand.ravel()])
         if self.dedupe:

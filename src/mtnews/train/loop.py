@@ -214,7 +214,7 @@ class Trainer:
                        if self.train_signals is not None else None)
             builder = BatchBuilder(samples, self.train_split.histories, self.articles, self.tokens,
                                    aux_on_candidates=self.cfg.tasks.on_candidates, prefix=self.prefix,
-                                   signals=signals)
+                                   signals=signals, history_size=self.stage.history_size)
             self._plan = EpochPlan(epoch, builder, order)
         return self._plan
 

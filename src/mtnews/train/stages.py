@@ -2,7 +2,7 @@
 
 A staged run is one run: one model, one checkpoint series, one metrics.csv. Stage k covers global steps
 start_k + 1 .. end_k with its own optimizer, LR schedule (warm-up and decay over its own steps), frozen
-prefix, batch size and surgery; every other key is the run's. Its data epochs follow the previous stages'
+prefix, batch size, surgery and the history clicks it trains on; every other key is the run's. Its data epochs follow the previous stages'
 (epoch numbers continue), so no stage replays another's sample order. Without `train.stages` the single
 stage is exactly the run's train section. With stages, `train.max_steps` > 0 cuts the run after that many
 steps: the stage it falls in ends there (its schedule decays over its shortened length), later ones are
@@ -37,6 +37,7 @@ class Stage:
     eval_every: int
     steps_per_epoch: int
     epoch_base: int  # the data epoch this stage's first step reads
+    history_size: int  # the last clicks of each history this stage trains on (data.history_size by default)
 
     @property
     def end(self) -> int:
@@ -83,7 +84,8 @@ def plan_stages(cfg: Config, n_samples: int, world: int, where: str | Path) -> l
         freeze = st.freeze_layers if st is not None and st.freeze_layers is not None else cfg.model.freeze_layers
         stages.append(Stage(i, name, start, steps, freeze, bool(pick("prefix_cache")), batch, pick("lr"),
                             pick("head_lr"), pick("warmup_ratio"), pick("surgery"), pick("surgery_space"),
-                            pick("eval_every"), per_epoch, epoch))
+                            pick("eval_every"), per_epoch, epoch,
+                            st.history_size if st is not None and st.history_size else cfg.data.history_size))
         start += steps
         epoch += math.ceil(steps / per_epoch)
     return stages

@@ -125,6 +125,9 @@ class StageConfig:
     # Train on each user's last N history clicks only (at most data.history_size): a cheaper step where
     # each history title costs a forward pass. Evaluation and inference always read data.history_size.
     history_size: int | None = None
+    # false: the stage's holdout evaluations are logged but never make best/ (nor count towards patience),
+    # for a warm-up whose end should not stand in for the stages that continue from it. Default true.
+    select: bool | None = None
 
 
 @dataclass
@@ -248,6 +251,8 @@ class Config:
         if t.prefix_cache and not t.stages and not self.model.lora.enabled and base == 0:
             raise ConfigError("train.prefix_cache: full fine-tuning with model.freeze_layers 0 has no frozen prefix "
                               "to cache; freeze some layers (or 'all'), or use LoRA")
+        if t.stages and all(st.select is False for st in t.stages):
+            raise ConfigError("train.stages: every stage has select: false, so no stage could provide best/")
         names = set()
         for i, st in enumerate(t.stages):
             key = f"train.stages[{i}]"
@@ -278,6 +283,8 @@ class Config:
                 raise ConfigError(f"{key}.eval_every: must be >= 0, got {st.eval_every}")
             if st.warmup_ratio is not None and not 0 <= st.warmup_ratio < 1:
                 raise ConfigError(f"{key}.warmup_ratio: must be in [0, 1), got {st.warmup_ratio}")
+            if st.select is not None and not isinstance(st.select, bool):
+                raise ConfigError(f"{key}.select: expected true or false, got {st.select!r}")
             h = st.history_size
             if h is not None and (isinstance(h, bool) or not isinstance(h, int) or not 0 < h <= self.data.history_size):
                 raise ConfigError(f"{key}.history_size: expected a number of clicks in 1..data.history_size "

@@ -376,6 +376,8 @@ def test_a_staged_run_loads_for_inference(staged, small_synth):
     (["--train.stages", "[{steps: 2, history_size: 31}]", "--data.history_size", "30"],
      "train.stages[0].history_size: expected a number of clicks in 1..data.history_size (30), got 31"),
     (["--train.stages", "[{steps: 2, history_size: 0}]"], "train.stages[0].history_size"),
+    (["--train.stages", "[{steps: 2, select: false}]"], "every stage has select: false"),
+    (["--train.stages", "[{steps: 2, select: maybe}, {steps: 2}]"], "train.stages[0].select: expected true or false"),
 ])
 def test_bad_stage_configs_are_one_clear_error(overrides, needle):
     with pytest.raises(ConfigError) as e:
@@ -411,6 +413,29 @@ def test_a_stage_trains_on_its_history_size_and_the_run_scores_with_the_full_one
     train(cfg, small_synth, tmp_path / "run", progress=False)
     assert widths == [8, 8, 3, 3]  # data.history_size 8 in the first stage, the tune stage's 3 after
     assert load_run(tmp_path / "run").cfg.data.history_size == 8  # inference reads all 8
+
+
+@pytest.mark.parametrize("select", [None, False])
+def test_a_stage_with_select_false_never_makes_best(small_synth, tiny_bert, tmp_path, monkeypatch, select):
+    import mtnews.train.loop as loop
+
+    real = loop.Trainer.evaluate
+
+    def falling(self, name):  # the holdout gets worse at every evaluation, so plain selection keeps step 2
+        m = real(self, name)
+        return {**m, "auc": 1.0 - self.step / 100} if name == "holdout" else m
+
+    monkeypatch.setattr(loop.Trainer, "evaluate", falling)
+    flag = "" if select is None else f", select: {str(select).lower()}"
+    stages = f"[{{name: warm, steps: 2, freeze_layers: all, batch_size: 8{flag}}}, {{name: tune, steps: 4, eval_every: 2}}]"
+    cfg = _staged(tiny_bert, True, "--train.stages", stages, "--train.checkpoint_every", "100")
+    summary = train(cfg, small_synth, tmp_path / "run", progress=False)
+    holdout = [int(r["step"]) for r in _rows(tmp_path / "run" / "eval.csv") if r["split"] == "holdout"]
+    assert holdout == [2, 4, 6]  # the warm stage is still scored and logged
+    assert summary["best_step"] == (2 if select is None else 4)
+    best = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+    final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    assert any(not torch.equal(best[k], final[k]) for k in best)  # best/ is step 4's, not the end
 
 
 def test_stages_lay_out_on_the_step_axis_and_max_steps_cuts_them():

@@ -339,8 +339,11 @@ class Trainer:
         return m
 
     def _select(self, bar) -> None:
-        """Score the holdout; keep `best/` on it, and stop after `patience` evaluations without a new best."""
+        """Score the holdout; keep `best/` on it, and stop after `patience` evaluations without a new best
+        (a stage with `select: false` only logs the score)."""
         m = self._log_eval("holdout", bar)
+        if not self.stage.select:
+            return
         if m is not None and m["auc"] > self.best_auc:
             self.best_auc, self.best_step, self.since_best = m["auc"], self.step, 0
             self._save_weights("best")

@@ -38,6 +38,7 @@ class Stage:
     steps_per_epoch: int
     epoch_base: int  # the data epoch this stage's first step reads
     history_size: int  # the last clicks of each history this stage trains on (data.history_size by default)
+    select: bool = True  # whether this stage's holdout evaluations may make best/
 
     @property
     def end(self) -> int:
@@ -85,7 +86,8 @@ def plan_stages(cfg: Config, n_samples: int, world: int, where: str | Path) -> l
         stages.append(Stage(i, name, start, steps, freeze, bool(pick("prefix_cache")), batch, pick("lr"),
                             pick("head_lr"), pick("warmup_ratio"), pick("surgery"), pick("surgery_space"),
                             pick("eval_every"), per_epoch, epoch,
-                            st.history_size if st is not None and st.history_size else cfg.data.history_size))
+                            st.history_size if st is not None and st.history_size else cfg.data.history_size,
+                            st is None or st.select is not False))
         start += steps
         epoch += math.ceil(steps / per_epoch)
     return stages

@@ -438,6 +438,16 @@ def test_a_stage_with_select_false_never_makes_best(small_synth, tiny_bert, tmp_
     assert any(not torch.equal(best[k], final[k]) for k in best)  # best/ is step 4's, not the end
 
 
+def test_a_run_cut_inside_a_select_false_stage_keeps_its_end_as_best(small_synth, tiny_bert, tmp_path):
+    stages = "[{name: warm, steps: 3, freeze_layers: all, batch_size: 8, select: false}, {name: tune, steps: 2}]"
+    cfg = _staged(tiny_bert, True, "--train.stages", stages, "--train.max_steps", "3")
+    summary = train(cfg, small_synth, tmp_path / "run", progress=False)
+    assert summary["steps"] == 3 and summary["best_step"] == 3  # the fallback: best/ is the last step's weights
+    best = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+    final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    assert all(torch.equal(best[k], final[k]) for k in best)
+
+
 def test_stages_lay_out_on_the_step_axis_and_max_steps_cuts_them():
     from mtnews.train.stages import plan_stages
 

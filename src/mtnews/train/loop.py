@@ -421,9 +421,11 @@ class Trainer:
             if self.step % t.checkpoint_every == 0 or stage_done or self.stopped:
                 self._save()
         bar.close()
+        if self.best_step == 0:  # no selecting evaluation gave a number (none scorable, or only select: false stages)
+            self.best_step = self.step
         if self.main:
             self._save_weights("final")
-            if not (self.out / "best").exists():  # no holdout evaluation gave a number (no scorable impression)
+            if not (self.out / "best").exists():
                 self._save_weights("best")
         self.acc.wait_for_everyone()
         summary = {"steps": self.step, "selected_on": self.selected_on(), "best_auc": self.best_auc,

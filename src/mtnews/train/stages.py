@@ -2,8 +2,9 @@
 
 A staged run is one run: one model, one checkpoint series, one metrics.csv. Stage k covers global steps
 start_k + 1 .. end_k with its own optimizer, LR schedule (warm-up and decay over its own steps), frozen
-prefix, batch size, surgery and the history clicks it trains on; every other key is the run's. Its data epochs follow the previous stages'
-(epoch numbers continue), so no stage replays another's sample order. Without `train.stages` the single
+prefix, batch size, surgery, the history clicks it trains on and whether it may supply best/; every other
+key is the run's. Its data epochs follow the previous stages' (epoch numbers continue), so no stage replays
+another's sample order. Without `train.stages` the single
 stage is exactly the run's train section. With stages, `train.max_steps` > 0 cuts the run after that many
 steps: the stage it falls in ends there (its schedule decays over its shortened length), later ones are
 dropped; `mtnews train --config configs/demo.yaml --train.max_steps 20` is then a quick trial of the warm-up.

@@ -22,6 +22,7 @@ SURGERY_MODES = ("sum", "project-both", "project-aux", "pcgrad")
 SURGERY_SPACES = ("params", "representation")
 DEVICES = ("auto", "cpu", "cuda")
 SIGNAL_WINDOWS = ("past", "split")  # data.signals.WINDOW_MODES (config sits below data, so named here too)
+INTEREST_TASKS = ("category", "sentiment")  # the heads `model.interest` can score with
 
 
 @dataclass
@@ -82,6 +83,10 @@ class ModelConfig:
     # memorising the titles it was trained on (per-article click rates it cannot carry to new articles):
     # 0.2 lifted the frozen stage's validation AUC by 0.013 on the default data (README).
     news_dropout: float = 0.0
+    # Also score the user's smoothed shares of these heads' predicted labels (`category`, `sentiment`):
+    # s = r_u . r_c + sum_t w_t log(q_u^t) . pi_c^t (model.interest). [] = MTRec's dot product alone.
+    interest: list[str] = field(default_factory=list)
+    interest_smoothing: float = 0.5  # beta, the pseudo-count added to every label's share
     ner_groups: int = 10  # entity groups kept for the NER head (most frequent first)
     lora: LoraConfig = field(default_factory=LoraConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -211,6 +216,7 @@ class Config:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if not 0 <= m.news_dropout < 1:
             raise ConfigError(f"model.news_dropout: must be in [0, 1), got {m.news_dropout}")
+        self._validate_interest()
         if m.encoder_dropout is not None and not 0 <= m.encoder_dropout < 1:
             raise ConfigError(f"model.encoder_dropout: must be null or in [0, 1), got {m.encoder_dropout}")
         if not 0 <= m.lora.dropout < 1:
@@ -220,6 +226,19 @@ class Config:
         self._validate_stages()
         self._validate_temporal()
         return self
+
+    def _validate_interest(self) -> None:
+        m = self.model
+        if not isinstance(m.interest, (list, tuple)) or any(t not in INTEREST_TASKS for t in m.interest):
+            raise ConfigError(f"model.interest: expected a list of {', '.join(INTEREST_TASKS)}, got {m.interest!r}")
+        if len(set(m.interest)) != len(m.interest):
+            raise ConfigError(f"model.interest: names a task twice: {m.interest}")
+        for t in m.interest:
+            if not getattr(self.tasks, t) > 0:
+                raise ConfigError(f"model.interest: {t} needs its head, but tasks.{t} is {getattr(self.tasks, t)} "
+                                  f"(set it > 0)")
+        if not m.interest_smoothing > 0:
+            raise ConfigError(f"model.interest_smoothing: must be > 0, got {m.interest_smoothing}")
 
     def _validate_temporal(self) -> None:
         tp, sg = self.model.temporal, self.model.temporal.signals

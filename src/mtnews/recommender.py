@@ -367,7 +367,8 @@ class Recommender:
 
     @property
     def dim(self) -> int:
-        return self.model.dim
+        """Width of article and user vectors: the model's ranking space (`MTRec.ranking_dim`)."""
+        return self.model.ranking_dim
 
     def describe(self) -> str:
         users = f"{self.num_users} users from {self.source}" if self.source else "no users loaded"
@@ -428,12 +429,12 @@ class Recommender:
 
     # --- vectors ------------------------------------------------------------------------------------
     def encode_articles(self, titles: list[str]) -> np.ndarray:
-        """News vectors [len(titles), D] (float32) for any titles, batched; cached like supplied titles."""
+        """Ranking vectors [len(titles), dim] (float32) for any titles, batched; cached like supplied titles."""
         vecs, _ = self._title_vectors(list(titles))
         return np.zeros((0, self.dim), dtype=np.float32) if vecs is None else vecs.cpu().numpy()
 
     def user_vectors(self, histories: Iterable[Iterable[Item]], supplied: Iterable[Item] = ()) -> np.ndarray:
-        """User vectors [n, D] (float32) for many histories at once (each oldest first, the last H used).
+        """User vectors [n, dim] (float32) for many histories at once (each oldest first, the last H used).
 
         Items are catalogue ids, or {"article_id", "title"} mappings for articles it lacks.
         """
@@ -674,11 +675,11 @@ class Recommender:
         known = np.unique(np.concatenate([i[i != UNK] for i in idx] + [np.zeros(0, dtype=np.int64)]))
         base = 1 + len(extra_ids)
         vec_parts = [torch.zeros(1, self.dim, device=self.device)]
-        logit_parts = [torch.full((1, self.dim), float("-inf"), device=self.device)]
+        logit_parts = [torch.full((1, self.model.dim), float("-inf"), device=self.device)]
         if extra is not None:
             vec_parts.append(extra)
             with torch.no_grad():
-                logit_parts.append(self.model.user_encoder.slot_logits(extra))
+                logit_parts.append(self.model.user_encoder.slot_logits(extra[:, : self.model.dim]))
         sel = torch.from_numpy(known).to(self.device)
         vec_parts.append(self.vectors.vectors[sel])
         logit_parts.append(self.vectors.logits[sel])
@@ -792,7 +793,7 @@ class Recommender:
         return [Neighbour(int(ids[i]), float(sims[i])) for i in order if np.isfinite(sims[i])]
 
     def _title_vectors(self, titles: list[str]) -> tuple[torch.Tensor | None, int]:
-        """([len(titles), D] vectors for titles the catalogue lacks, how many had to be encoded)."""
+        """([len(titles), dim] ranking vectors for titles the catalogue lacks, how many had to be encoded)."""
         if not titles:
             return None, 0
         found = {t: v for t in dict.fromkeys(titles) if (v := self.cache.get(t)) is not None}
@@ -810,6 +811,8 @@ class Recommender:
                     tokens = _tokenize(self.tokenizer, [""] + todo, self.cfg.model.max_title_length)
                     vecs = encode_articles(self.model, tokens, np.arange(1, len(todo) + 1), self.device,
                                            self.batch_size)
+                    with torch.no_grad():
+                        vecs = self.model.ranking_vectors(vecs)  # [r_c ; π_c] with model.interest
                     for k, t in enumerate(todo, start=1):
                         found[t] = vecs[k]
                         self.cache.put(t, vecs[k])

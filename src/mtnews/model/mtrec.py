@@ -2,7 +2,8 @@
 
 news vector r  = BERT(title)[CLS] (last layer)
 user vector r_u = AdditiveAttention(r_1..r_H)
-score s        = r_u · r_c; MTRec-T (`model.temporal`, see model.temporal) adds g(r_u) · p(c, t)
+score s        = r_u · r_c; MTRec-T (`model.temporal`, see model.temporal) adds g(r_u) · p(c, t);
+                 `model.interest` (see model.interest) adds Σ_t w_t · log(q_u^t) · π_c^t
 main loss      = softmax cross-entropy over 1 clicked + K non-clicked candidates (NCE)
 aux losses     = category / sentiment cross-entropy (and optional multi-label NER, and MIND's subcategory
                  cross-entropy) on history articles
@@ -24,6 +25,7 @@ from torch import nn
 
 from mtnews.config import Config, freeze_depth
 from mtnews.errors import ConfigError
+from mtnews.model.interest import LabelInterest
 from mtnews.model.temporal import TemporalBranch, signal_options
 from mtnews.model.user_encoder import AdditiveAttention
 
@@ -142,6 +144,16 @@ class MTRec(nn.Module):
         if cfg.model.temporal.enabled:
             options = signal_options(cfg.model.temporal)
             self.temporal = TemporalBranch(cfg.model.temporal, options.names(), dim, options.ctr_prior_mean)
+        self.interest = None
+        if cfg.model.interest:  # after the time branch, so neither changes the other's initial weights
+            heads = {"category": self.category_head, "sentiment": self.sentiment_head}
+            missing = [t for t in cfg.model.interest if heads[t] is None]
+            if missing:
+                raise ConfigError(f"model.interest: {', '.join(missing)} needs its head (tasks.{missing[0]} > 0, "
+                                  f"and for category the articles' category labels)")
+            self.interest = LabelInterest(tuple(cfg.model.interest),
+                                          tuple(heads[t].out_features for t in cfg.model.interest),
+                                          cfg.model.interest_smoothing)
         self.dim = dim
         self.cfg = cfg
         # The model's weights: what it trains in some stage, saves and loads. A stage that freezes more
@@ -239,6 +251,10 @@ class MTRec(nn.Module):
         user = self.user_encoder.from_tables(table, logits, hist_pos)
         cand = table[cand_pos]
         content = torch.einsum("bd,bcd->bc", user, cand)
+        if self.interest is not None:
+            labels = self.interest_vectors(news)
+            labels = torch.cat([labels.new_zeros(1, labels.shape[1]), labels])
+            content = content + torch.einsum("bk,bck->bc", self.interest.user_part(labels, hist_pos), labels[cand_pos])
         if self.temporal is None:
             return content
         if cand_signals is None:
@@ -246,6 +262,28 @@ class MTRec(nn.Module):
                               "candidates' time signals")
         pop = self.temporal.popularity(cand_signals.to(cand.dtype), cand)
         return self.temporal.combine(content, self.temporal.gate(user)[:, None], pop)
+
+    # --- the ranking space: what scoring, retrieval and exported embeddings take dot products in ------
+    @property
+    def ranking_dim(self) -> int:
+        """Width of `ranking_vectors` / `ranking_users`: D, plus the label columns with `model.interest`."""
+        return self.dim + (self.interest.width if self.interest is not None else 0)
+
+    def interest_vectors(self, news: torch.Tensor) -> torch.Tensor:
+        """π_c [..., width] for news vectors [..., D] (no gradient; `model.interest` only)."""
+        heads = {"category": self.category_head, "sentiment": self.sentiment_head}
+        return self.interest.article_part([heads[t] for t in self.interest.tasks], news)
+
+    def ranking_vectors(self, news: torch.Tensor) -> torch.Tensor:
+        """Article vectors [..., ranking_dim]: r_c, then π_c with `model.interest`."""
+        return news if self.interest is None else torch.cat([news, self.interest_vectors(news)], dim=-1)
+
+    def ranking_users(self, users: torch.Tensor, table: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """User vectors [B, ranking_dim] from r_u [B, D], the `ranking_vectors` rows `table` [N, ranking_dim]
+        (row 0 all zeros) and history index rows `hist` [B, H]: r_u, then w ⊙ log q_u with `model.interest`."""
+        if self.interest is None:
+            return users
+        return torch.cat([users, self.interest.user_part(table[:, self.dim :], hist)], dim=-1)
 
     # --- parameter groups used by gradient surgery -------------------------------------------------
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -256,6 +294,7 @@ class MTRec(nn.Module):
     def head_parameters(self) -> dict[str, list[nn.Parameter]]:
         # The time-aware branch is the main task's alone: surgery never projects it.
         branch = list(self.temporal.parameters()) if self.temporal is not None else []
+        branch += list(self.interest.parameters()) if self.interest is not None else []
         heads = {"main": [*self.user_encoder.parameters(), *branch], "category": [], "sentiment": [], "ner": [],
                  "subcategory": []}
         if self.category_head is not None:

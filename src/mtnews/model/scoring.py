@@ -6,6 +6,10 @@
     s   = r_u · r_c                             in blocks of candidates
     s   = r_u · r_c + g(r_u) · p(c, t)          MTRec-T (`model.temporal`): `signals` [T, F] per candidate
 
+With `model.interest` every article row is [r_c ; π_c] and every user row [r_u ; w ⊙ log q_u]
+(`MTRec.ranking_vectors` / `ranking_users`), so the label-interest term is part of the same dot product and
+`vectors` / `users` are what retrieval indexes and exports; the time branch reads the first D columns.
+
 Training's validation, `mtnews evaluate`, `predict`, `serve` and the Python API all score through
 `ArticleVectors`, so a score never depends on which of them computed it. Every temporary is kept near
 `BLOCK_ELEMENTS` floats: 40k users x 30 slots x 384 dims would otherwise be 1.8 GB per tensor, and a 50k-row
@@ -73,7 +77,8 @@ def block_sizes(dim: int, history_size: int, elements: int = BLOCK_ELEMENTS) -> 
 
 @dataclass
 class ArticleVectors:
-    """News vectors [N, D] and the user encoder's slot logits [N, D] (row PAD: -inf) of one article table."""
+    """Ranking vectors [N, R] (`MTRec.ranking_vectors`: R = D, or D + the label columns with `model.interest`)
+    and the user encoder's slot logits [N, D] (row PAD: -inf) of one article table."""
 
     model: MTRec
     vectors: torch.Tensor
@@ -92,15 +97,19 @@ class ArticleVectors:
     @torch.no_grad()
     def from_vectors(cls, model: MTRec, vectors: torch.Tensor, indices: np.ndarray | None = None,
                      block: int = 4096) -> "ArticleVectors":
+        """From news vectors [N, D] (rows not in `indices` and PAD stay zero)."""
         enc = model.user_encoder
         logits = torch.zeros_like(vectors)
+        table = vectors if model.interest is None else vectors.new_zeros(len(vectors), model.ranking_dim)
         idx = torch.arange(len(vectors)) if indices is None else torch.from_numpy(np.asarray(indices, dtype=np.int64))
         idx = idx[idx != PAD].to(vectors.device)
         for s in range(0, len(idx), block):
             rows = idx[s : s + block]
             logits[rows] = enc.slot_logits(vectors[rows])
+            if model.interest is not None:
+                table[rows] = model.ranking_vectors(vectors[rows])
         logits[PAD] = float("-inf")
-        return cls(model, vectors, logits)
+        return cls(model, table, logits)
 
     @property
     def dim(self) -> int:
@@ -108,14 +117,17 @@ class ArticleVectors:
 
     @torch.no_grad()
     def users(self, hist: np.ndarray, user_block: int | None = None) -> torch.Tensor:
-        """User vectors [B, D] for left-padded history index rows [B, H] (PAD = 0), in blocks."""
+        """User vectors [B, R] (`MTRec.ranking_users`) for left-padded history index rows [B, H] (PAD = 0),
+        in blocks."""
         hist = np.asarray(hist)
         user_block = user_block or block_sizes(self.dim, max(1, hist.shape[1]))[0]
         out = torch.empty(len(hist), self.dim, dtype=self.vectors.dtype, device=self.vectors.device)
-        enc = self.model.user_encoder
+        model = self.model
+        news = self.vectors[:, : model.dim]
         for s in range(0, len(hist), user_block):
             h = torch.from_numpy(hist[s : s + user_block].astype(np.int64)).to(self.vectors.device)
-            out[s : s + user_block] = enc.from_tables(self.vectors, self.logits, h)
+            out[s : s + user_block] = model.ranking_users(model.user_encoder.from_tables(news, self.logits, h),
+                                                          self.vectors, h)
         return out
 
     def check_signals(self, signals: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -142,7 +154,8 @@ class ArticleVectors:
         device = self.vectors.device
         signals = self.check_signals(signals, len(candidates))
         branch = self.model.temporal
-        gates = branch.gate(users) if branch is not None else None
+        d = self.model.dim
+        gates = branch.gate(users[:, :d]) if branch is not None else None
         out = np.empty(len(candidates), dtype=np.float64)
         for s in range(0, len(out), dot_block):
             own = torch.from_numpy(np.asarray(owner[s : s + dot_block], dtype=np.int64)).to(device)
@@ -150,7 +163,7 @@ class ArticleVectors:
             c = self.vectors[torch.from_numpy(np.asarray(candidates[s : s + dot_block], dtype=np.int64)).to(device)]
             score = (u * c).sum(-1)
             if branch is not None:
-                pop = branch.popularity(torch.from_numpy(signals[s : s + dot_block]).to(device), c)
+                pop = branch.popularity(torch.from_numpy(signals[s : s + dot_block]).to(device), c[:, :d])
                 score = branch.combine(score, gates[own], pop)
             out[s : s + dot_block] = score.double().cpu().numpy()
         return out

@@ -287,7 +287,7 @@ def create_app(engine: Recommender, *, max_list: int = 512, max_body_bytes: int 
     @app.get("/healthz", response_model=Health, tags=["operations"], responses=_responses())
     def healthz() -> Health:
         return Health(status="ok", articles=engine.num_articles, users=engine.num_users,
-                      history_size=engine.history_size, dim=engine.model.dim, device=str(engine.device),
+                      history_size=engine.history_size, dim=engine.dim, device=str(engine.device),
                       users_from=engine.source)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,

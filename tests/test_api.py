@@ -89,3 +89,30 @@ def test_public_names():
         assert getattr(mtnews, name) is not None
     with pytest.raises(AttributeError):
         mtnews.no_such_name  # noqa: B018
+
+
+def test_a_label_interest_run_ranks_by_one_dot_product_in_its_ranking_space(tiny_bert, small_synth, tmp_path):
+    """model.interest: rank, score and the exported vectors agree, supplied titles included."""
+    from mtnews.config import load_config
+    from mtnews.train.loop import train
+
+    cfg = load_config(None, ["--model.pretrained", str(tiny_bert), "--train.max_steps", "3", "--train.eval_every", "0",
+                             "--train.device", "cpu", "--data.history_size", "8",
+                             "--model.interest", "[category, sentiment]"])
+    train(cfg, small_synth, tmp_path / "run", progress=False)
+    rec = mtnews.Recommender.from_run(tmp_path / "run", small_synth, "validation", device="cpu")
+    assert rec.dim == rec.model.dim + rec.model.interest.width
+    arts = pl.read_parquet(small_synth / "articles.parquet").head(12)
+    ids, titles = arts["article_id"].to_list(), arts["title"].to_list()
+    supplied = {"article_id": 987654321, "title": "A title the catalogue has never seen"}
+    r = rec.rank(ids[:6], [*ids[6:], supplied])
+    user = rec.user_vectors([ids[:6]])[0]
+    items = rec.encode_articles([*titles[6:], supplied["title"]])
+    by_id = {i.article_id: i.score for i in r.items}
+    np.testing.assert_allclose([by_id[a] for a in [*ids[6:], supplied["article_id"]]], items @ user, rtol=1e-5, atol=1e-5)
+    behaviors = pl.read_parquet(small_synth / "validation" / "behaviors.parquet").head(5)
+    for row in rec.score(behaviors).iter_rows(named=True):
+        hist = [h.article_id for h in rec.user_history(row["user_id"])] if row["user_id"] in set(rec.users(0, 10**6)) else []
+        cands = [a for a in row["article_ids_inview"] if a is not None]
+        got = {i.article_id: i.score for i in rec.rank(hist, cands).items}
+        np.testing.assert_allclose([got[a] for a in cands], row["scores"], rtol=1e-6)

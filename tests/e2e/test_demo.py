@@ -91,12 +91,12 @@ def test_minilm_train_evaluate_predict(tmp_path):
 
 @pytest.mark.slow
 def test_real_demo_beats_popularity(tmp_path):
-    """`mtnews demo` exactly as `make demo` runs it (configs/demo.yaml, MiniLM, 2,000 users); ~4 min on 2 idle cores.
+    """`mtnews demo` exactly as `make demo` runs it (configs/demo.yaml, MiniLM, 2,000 users); ~3 min on 2 idle cores.
 
-    Measured (README, default data with its time effect): MTRec-T 0.752 validation AUC, ctr 0.6453 (the best
-    time baseline), popularity 0.486, the oracle 0.923; the test demands 0.10 over popularity and 0.08 over
-    ctr, which a demo that stopped learning, lost its time branch, scored the wrong weights or fell back to
-    the previous recipe (20 history clicks, no news dropout: 0.7175) cannot reach.
+    Measured (README, default data with its time effect): MTRec-T 0.7893 validation AUC, ctr 0.6453 (the best
+    time baseline), popularity 0.486, the oracle 0.923; the test demands 0.20 over popularity and 0.12 over
+    ctr, which a demo that stopped learning, lost its time branch or its label-interest term, scored the
+    wrong weights or fell back to the previous recipe (no label interest: 0.7520) cannot reach.
     """
     out = tmp_path / "demo"
     r = mtnews("demo", "--out", str(out), "--config", "configs/demo.yaml", timeout=3600)
@@ -104,8 +104,8 @@ def test_real_demo_beats_popularity(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     results = saved["validation"]
     mtrec, pop, oracle = (results[k]["auc"] for k in ("mtrec (this run)", "popularity", "oracle"))
-    assert mtrec >= pop + 0.10, results
-    assert mtrec >= results["ctr"]["auc"] + 0.08, results
+    assert mtrec >= pop + 0.20, results
+    assert mtrec >= results["ctr"]["auc"] + 0.12, results
     assert oracle > mtrec
     assert saved["gap_closed"] == pytest.approx((mtrec - pop) / (oracle - pop))
     n_validation = pl.read_parquet(out / "data" / "validation" / "behaviors.parquet").height

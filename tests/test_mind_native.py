@@ -284,7 +284,10 @@ def test_demo_runs_on_the_mind_layout(tiny_bert, tmp_path, capsys):
     assert sorted((out / "data").iterdir()) == [out / "data" / s for s in ("dev", "train")]
     assert set(result["validation"]) == {"random", "popularity", "recency", "trending", "ctr", "mtrec (this run)"}
     assert result["gap_closed"] is None  # no oracle in the MIND layout
-    assert load_config(out / "run" / "config.yaml").tasks.sentiment == 0.0
+    saved = load_config(out / "run" / "config.yaml")
+    assert saved.tasks.sentiment == 0.0
+    # demo.yaml's label interest keeps the category head and drops the sentiment one with its task
+    assert saved.model.interest == ["category"] and "model.interest scores category only" in err
     with pytest.raises(ConfigError, match="holds the demo data in the mind layout, not ebnerd"):
         run_demo(out, format="ebnerd", **args)
     if shutil.which("make"):

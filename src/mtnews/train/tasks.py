@@ -16,7 +16,8 @@ from mtnews.data.layout import split_paths
 
 
 def without_unlabelled_tasks(cfg: Config, data: str | Path) -> tuple[Config, str | None]:
-    """(`cfg`, None), or a copy with tasks.sentiment = 0 and the note saying why, for data without sentiment."""
+    """(`cfg`, None), or a copy with tasks.sentiment = 0 and the note saying why, for data without sentiment
+    (`model.interest` then drops sentiment too: its head no longer exists)."""
     if cfg.tasks.sentiment <= 0:
         return cfg, None
     paths = split_paths(data, "train")
@@ -25,4 +26,8 @@ def without_unlabelled_tasks(cfg: Config, data: str | Path) -> tuple[Config, str
     where = f"{paths.source} (MIND)" if paths.kind == "mind" else str(paths.articles)
     note = (f"tasks.sentiment {cfg.tasks.sentiment:g} -> 0: the articles of {where} have no sentiment labels, "
             "so the sentiment task is off")
-    return dataclasses.replace(cfg, tasks=dataclasses.replace(cfg.tasks, sentiment=0.0)), note
+    model = cfg.model
+    if "sentiment" in model.interest:
+        model = dataclasses.replace(model, interest=[t for t in model.interest if t != "sentiment"])
+        note += " (and model.interest scores category only)" if model.interest else " (and so is model.interest)"
+    return dataclasses.replace(cfg, tasks=dataclasses.replace(cfg.tasks, sentiment=0.0), model=model), note

@@ -146,7 +146,7 @@ class MTRec(nn.Module):
             self.temporal = TemporalBranch(cfg.model.temporal, options.names(), dim, options.ctr_prior_mean)
         self.interest = None
         if cfg.model.interest:  # after the time branch, so neither changes the other's initial weights
-            heads = {"category": self.category_head, "sentiment": self.sentiment_head}
+            heads = self._label_heads()
             missing = [t for t in cfg.model.interest if heads[t] is None]
             if missing:
                 raise ConfigError(f"model.interest: {', '.join(missing)} needs its head (tasks.{missing[0]} > 0, "
@@ -243,18 +243,18 @@ class MTRec(nn.Module):
               cand_signals: torch.Tensor | None = None) -> torch.Tensor:
         """Scores [B, C] from unique news vectors [U, D] and padded positions into [zeros; news]; MTRec-T
         also needs the candidates' time signals [B, C, F]."""
-        table = torch.cat([news.new_zeros(1, news.shape[1]), news])
+        # The ranking space, as inference lays it out: [r_c ; π_c] rows, [r_u ; w ⊙ log q_u] users.
+        ranked = self.ranking_vectors(news)
+        table = torch.cat([ranked.new_zeros(1, ranked.shape[1]), ranked])
         # Slot logits once per unique article rather than per history slot (as inference does): the same
         # values, U projections instead of B x H, which is most of a step on cached [CLS] vectors.
         logits = self.user_encoder.slot_logits(news)
         logits = torch.cat([logits.new_full((1, logits.shape[1]), float("-inf")), logits])
-        user = self.user_encoder.from_tables(table, logits, hist_pos)
+        user = self.user_encoder.from_tables(table[:, : self.dim], logits, hist_pos)
+        ranked_user = self.ranking_users(user, table, hist_pos)
         cand = table[cand_pos]
-        content = torch.einsum("bd,bcd->bc", user, cand)
-        if self.interest is not None:
-            labels = self.interest_vectors(news)
-            labels = torch.cat([labels.new_zeros(1, labels.shape[1]), labels])
-            content = content + torch.einsum("bk,bck->bc", self.interest.user_part(labels, hist_pos), labels[cand_pos])
+        content = torch.einsum("bd,bcd->bc", ranked_user, cand)
+        cand = cand[..., : self.dim]
         if self.temporal is None:
             return content
         if cand_signals is None:
@@ -271,8 +271,12 @@ class MTRec(nn.Module):
 
     def interest_vectors(self, news: torch.Tensor) -> torch.Tensor:
         """π_c [..., width] for news vectors [..., D] (no gradient; `model.interest` only)."""
-        heads = {"category": self.category_head, "sentiment": self.sentiment_head}
+        heads = self._label_heads()
         return self.interest.article_part([heads[t] for t in self.interest.tasks], news)
+
+    def _label_heads(self) -> dict[str, nn.Module | None]:
+        """The heads `model.interest` can name (config.INTEREST_TASKS), None where the task is off."""
+        return {"category": self.category_head, "sentiment": self.sentiment_head}
 
     def ranking_vectors(self, news: torch.Tensor) -> torch.Tensor:
         """Article vectors [..., ranking_dim]: r_c, then π_c with `model.interest`."""
